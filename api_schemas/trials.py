@@ -1,0 +1,133 @@
+"""The worker protocol: lease a trial, report progress, complete it; and trial reads.
+
+Every float a worker sends must be finite: a diverged seed is reported as ``diverged: true``
+with its chance-level loss, never as NaN or Inf (those are rejected with 422).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api_schemas.search_space import Scalar
+from api_schemas.workloads import Workload
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class LeaseRequest(_Model):
+    """A worker asking for work."""
+
+    worker_id: str = Field(min_length=1, max_length=200, description="host:pid or similar")
+    device: str = Field(default="cpu", max_length=100, description="e.g. cpu, cuda:0")
+
+
+class TrialAssignment(_Model):
+    """One trial to train: its parameters, workload, paired seeds and the lease that covers it."""
+
+    trial_id: int
+    study_id: int
+    trial_number: int
+    lease_token: str
+    lease_expires_at: datetime
+    attempt: int = Field(description="1 for the first run of these parameters")
+    params: dict[str, Scalar]
+    workload: Workload
+    seeds: list[int]
+    metric: Literal["loss", "accuracy"]
+    time_limit_s: float
+
+
+class IntermediateReport(_Model):
+    """The mean over seeds of the training loss at ``step``; renews the lease."""
+
+    lease_token: str
+    step: int = Field(ge=0)
+    value: float
+
+
+class PruneDecision(BaseModel):
+    prune: bool
+
+
+class SeedResult(_Model):
+    """How one seed's run ended."""
+
+    seed: int
+    loss: float = Field(description="final held-out loss, clipped at the chance loss")
+    accuracy: float | None = Field(default=None, ge=0, le=1)
+    diverged: bool = Field(description="loss became non-finite or collapsed to chance")
+    steps: int = Field(ge=0, description="optimizer steps taken")
+
+
+class FailureKind(StrEnum):
+    INTERRUPTED = "interrupted"
+    """The worker stopped (signal, shutdown) before the trial finished."""
+    TIME_LIMIT = "time_limit"
+    ERROR = "error"
+    """The workload raised: a bug or a bad configuration, not a property of the optimizer."""
+    LEASE_EXPIRED = "lease_expired"
+
+
+class Failure(_Model):
+    kind: FailureKind
+    message: str = Field(max_length=4000)
+
+
+class TrialResult(_Model):
+    """A trial's outcome, sent once by the worker that holds the lease (resending is harmless)."""
+
+    lease_token: str
+    state: Literal["completed", "pruned", "failed"]
+    seeds: list[SeedResult] = Field(default_factory=list)
+    failure: Failure | None = None
+    device: str = Field(default="cpu", max_length=100)
+    torch_version: str = Field(default="", max_length=100)
+    wall_time_s: float = Field(default=0.0, ge=0)
+    steps_per_second: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.state == "failed" and self.failure is None:
+            raise ValueError("failure is required when state is 'failed'")
+        if self.state != "failed" and self.failure is not None:
+            raise ValueError("failure is only allowed when state is 'failed'")
+        if self.state == "completed" and not self.seeds:
+            raise ValueError("seeds must list every seed's result when state is 'completed'")
+        return self
+
+
+class TrialState(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    def is_finished(self) -> bool:
+        return self in (TrialState.COMPLETED, TrialState.PRUNED, TrialState.FAILED)
+
+
+class TrialRead(BaseModel):
+    """A trial as stored."""
+
+    id: int
+    study_id: int
+    number: int
+    state: TrialState
+    params: dict[str, Scalar]
+    value: float | None = None
+    seeds: list[SeedResult] = Field(default_factory=list)
+    failure: Failure | None = None
+    attempt: int = 1
+    worker_id: str | None = None
+    device: str | None = None
+    steps_per_second: float | None = None
+    last_step: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

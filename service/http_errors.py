@@ -1,0 +1,77 @@
+"""The one place where errors become HTTP answers, all with an ``ErrorBody``.
+
+Domain errors carry their status code; a request that fails validation gets 422 with one entry
+per problem, each naming its field as a dotted path (``search_space.beta2.high``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from api_schemas import ErrorBody, FieldError
+from api_schemas.search_space import PARAM_TYPES
+from api_schemas.workloads import WORKLOAD_NAMES
+from service.errors import HpsError
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """``('body', 'search_space', 'lr', 'float', 'low')`` -> ``search_space.lr.low``.
+
+    Pydantic puts the tag of a discriminated union into the location; people never wrote it,
+    so it is dropped.
+    """
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    if len(parts) > 2 and parts[0] == "search_space" and parts[2] in PARAM_TYPES:
+        del parts[2]
+    if len(parts) > 1 and parts[0] == "workload" and parts[1] in WORKLOAD_NAMES:
+        del parts[1]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def _field_errors(error: dict[str, Any]) -> list[FieldError]:
+    problems = (error.get("ctx") or {}).get("problems")
+    if problems:
+        return [FieldError.model_validate(p) for p in problems]
+    if error["type"] == "json_invalid":
+        detail = (error.get("ctx") or {}).get("error", "")
+        return [FieldError(field="", message=f"the request body is not valid JSON: {detail}")]
+    field = field_path(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return [FieldError(field=field, message=f"{field}: {message}" if field else message)]
+
+
+def _answer(status: int, body: ErrorBody) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [fe for error in exc.errors() for fe in _field_errors(dict(error))]
+    message = "; ".join(e.message for e in errors) or "invalid request"
+    return _answer(422, ErrorBody(error="invalid_request", message=message, errors=errors))
+
+
+async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HpsError)
+    return _answer(exc.status_code, ErrorBody(error=exc.code, message=str(exc)))
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _answer(exc.status_code, ErrorBody(error=code, message=str(exc.detail)))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(HpsError, _on_domain)
+    app.add_exception_handler(HTTPException, _on_http)

@@ -1,0 +1,152 @@
+"""Studies: create one from a spec, read them back with their trial counts and best trial."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import optuna
+from sqlalchemy import select
+
+from api_schemas import StudyRead, StudySpec, StudyState, TrialRead, grid_cells
+from service import trials as trial_views
+from service.errors import NotFound
+from service.models import StudyRow
+from service.store import Store
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StudyHandle:
+    """A study's immutable identity: what the domain needs to reach its Optuna study."""
+
+    id: int
+    name: str
+    optuna_name: str
+    spec: StudySpec
+    created_at: datetime
+
+
+class Studies:
+    """The study half of the domain layer. Specs never change, so handles are cached."""
+
+    def __init__(self, store: Store, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._clock = clock
+        self._handles: dict[int, StudyHandle] = {}
+        self._lock = threading.Lock()
+
+    def create(self, spec: StudySpec) -> StudyRead:
+        """Store ``spec``, create its Optuna study and, for a grid, enqueue every cell."""
+        optuna_name = f"{spec.name}-{secrets.token_hex(4)}"
+        study = self._store.create_optuna_study(optuna_name, spec)
+        if spec.sampler.type == "grid":
+            for cell in grid_cells(spec.search_space):
+                study.enqueue_trial(cell)
+        row = StudyRow(
+            id=study._study_id,
+            name=spec.name,
+            optuna_name=optuna_name,
+            spec_json=spec.model_dump_json(by_alias=True),
+            state=StudyState.RUNNING,
+            created_at=self._clock(),
+        )
+        with self._store.session() as session:
+            session.add(row)
+        return self.read(row.id)
+
+    def handle(self, study_id: int) -> StudyHandle:
+        with self._lock:
+            handle = self._handles.get(study_id)
+        if handle is not None:
+            return handle
+        with self._store.session() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            handle = _handle(row)
+        with self._lock:
+            self._handles[study_id] = handle
+        return handle
+
+    def optuna_study(self, handle: StudyHandle) -> optuna.Study:
+        return self._store.optuna_study(handle.id, handle.optuna_name, handle.spec)
+
+    def read(self, study_id: int) -> StudyRead:
+        handle = self.handle(study_id)
+        study = self.optuna_study(handle)
+        trials = study.get_trials(deepcopy=False)
+        state = self.state(study_id)
+        best = _best(study, trials)
+        return StudyRead(
+            id=handle.id,
+            name=handle.name,
+            state=state,
+            created_at=handle.created_at,
+            spec=handle.spec,
+            counts=trial_views.count(trials),
+            best_trial=None if best is None else trial_views.trial_read(handle.id, best),
+        )
+
+    def list(self) -> list[StudyRead]:
+        with self._store.session() as session:
+            ids = session.scalars(select(StudyRow.id).order_by(StudyRow.id)).all()
+        return [self.read(study_id) for study_id in ids]
+
+    def trials(self, study_id: int) -> list[TrialRead]:
+        handle = self.handle(study_id)
+        trials = self.optuna_study(handle).get_trials(deepcopy=False)
+        return [trial_views.trial_read(study_id, t) for t in trials]
+
+    def state(self, study_id: int) -> StudyState:
+        with self._store.session() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            return StudyState(row.state)
+
+    def running_ids(self) -> list[int]:
+        with self._store.session() as session:
+            stmt = select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING)
+            return list(session.scalars(stmt.order_by(StudyRow.id)).all())
+
+    def finish_if_done(self, handle: StudyHandle) -> None:
+        """Mark the study finished once all the trials it will run are final."""
+        assert handle.spec.n_trials is not None
+        trials = self.optuna_study(handle).get_trials(deepcopy=False)
+        if trial_views.is_done(trials, handle.spec.n_trials):
+            with self._store.session() as session:
+                row = session.get(StudyRow, handle.id)
+                if row is not None:
+                    row.state = StudyState.FINISHED
+
+
+def _handle(row: StudyRow) -> StudyHandle:
+    created_at = row.created_at
+    if created_at.tzinfo is None:  # SQLite drops the zone; we only ever store UTC.
+        created_at = created_at.replace(tzinfo=UTC)
+    return StudyHandle(
+        id=row.id,
+        name=row.name,
+        optuna_name=row.optuna_name,
+        spec=StudySpec.model_validate_json(row.spec_json),
+        created_at=created_at,
+    )
+
+
+def _best(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial]
+) -> optuna.trial.FrozenTrial | None:
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    return pick(complete, key=lambda t: t.value if t.value is not None else float("nan"))
