@@ -1,0 +1,3 @@
+from hps.cli import app
+
+app(prog_name="hps")
