@@ -42,7 +42,7 @@ def trial_read(study_id: int, trial: FrozenTrial) -> TrialRead:
         study_id=study_id,
         number=trial.number,
         state=STATES[trial.state],
-        params=trial.params,
+        params=_params(trial),
         value=trial.value,
         seeds=[SeedResult.model_validate(s) for s in attrs.get(ATTR_SEEDS, [])],
         failure=Failure.model_validate(failure) if failure else None,
@@ -54,6 +54,13 @@ def trial_read(study_id: int, trial: FrozenTrial) -> TrialRead:
         started_at=trial.datetime_start,
         finished_at=trial.datetime_complete,
     )
+
+
+def _params(trial: FrozenTrial) -> dict[str, Any]:
+    if trial.state == OptunaState.WAITING:
+        # An enqueued trial's parameters live in Optuna's system attributes until it starts.
+        return dict(trial.system_attrs.get("fixed_params", {}))
+    return trial.params
 
 
 def is_retried(trial: FrozenTrial) -> bool:
