@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (each creates .venv and installs what it needs):
+#   make run    start the service and two local workers on SQLite, run the quickstart study
+#   make test   lint and run the whole test suite
+#
+# TORCH is installed first so that the package's plain `torch>=2.4` is already satisfied:
+# here it is the CPU build. On a GPU host, `make run TORCH=torch` takes the default CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PORT ?= 8000
+BIN := $(VENV)/bin
+
+.PHONY: run test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[worker]"
+	touch $@
+
+$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.run-deps
+	$(BIN)/hps up --port $(PORT) --workers 2 --submit examples/quickstart.yaml --exit-when-done
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) hps.db hps.db-wal hps.db-shm

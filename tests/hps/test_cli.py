@@ -1,0 +1,54 @@
+"""The hps command's help, errors and exit codes (the happy paths run in tests/e2e)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hps.cli import app
+
+runner = CliRunner()
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens there
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "submit", "status", "up"])
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_submit_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+def test_submit_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
+    spec = tmp_path / "list.yaml"
+    spec.write_text("- just\n- a list\n")
+    result = runner.invoke(app, ["submit", str(spec)])
+    assert result.exit_code == 2
+    assert "must hold a mapping" in result.output
+
+
+def test_submit_invalid_yaml(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text("name: [unclosed\n")
+    result = runner.invoke(app, ["submit", str(spec)])
+    assert result.exit_code == 2
+    assert "not valid YAML" in result.output
+
+
+def test_status_without_a_service_says_how_to_start_one() -> None:
+    result = runner.invoke(app, ["status", "1", "--url", UNREACHABLE])
+    assert result.exit_code == 2
+    assert "hps serve" in result.output
+
+
+def test_worker_rejects_an_unknown_device() -> None:
+    result = runner.invoke(app, ["worker", "--device", "tpu", "--url", UNREACHABLE])
+    assert result.exit_code == 2
+    assert "--device must be auto, cpu or cuda" in result.output
