@@ -151,7 +151,7 @@ def _check_condition(name: str, param: Param, space: Mapping[str, Param]) -> Ite
         return
     choices = values_of(parent)
     if choices is None or isinstance(parent, IntParam):
-        yield Problem(f"{path}.param", f"must name a categorical or fixed parameter")
+        yield Problem(f"{path}.param", "must name a categorical or fixed parameter")
         return
     for i, value in enumerate(condition.in_):
         if value not in choices:

@@ -56,7 +56,9 @@ class Objective(_Model):
 
     @model_validator(mode="after")
     def _direction_matches(self) -> Self:
-        expected = "minimize" if self.metric == "loss" else "maximize"
+        expected: Literal["minimize", "maximize"] = (
+            "minimize" if self.metric == "loss" else "maximize"
+        )
         if self.direction is None:
             self.direction = expected
         elif self.direction != expected:

@@ -14,15 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class SortTaskConfig(BaseModel):
     """A Transformer encoder that learns to sort ``seq_len`` tokens from a vocabulary.
 
-    The defaults are SCIENCE.md's sizes where warmup matters: Adam at lr 1e-2 without warmup
-    collapses to chance loss on Post-LN within a 300-step run that takes seconds on one core.
+    The defaults are SCIENCE.md's sizes where warmup matters: on Post-LN, Adam at lr 1e-2 without
+    warmup collapses to chance loss in 5 seeds of 5, 100 warmup steps fix it, and RAdam trains
+    without warmup; a seed takes about 10 s on one CPU thread. (With 4 layers Adam trains
+    without warmup: the effect needs the depth.)
     """
 
     model_config = ConfigDict(extra="forbid")
 
     seq_len: int = Field(default=16, ge=2, le=512)
     vocab: int = Field(default=32, ge=2, le=65536)
-    n_layers: int = Field(default=4, ge=1, le=48)
+    n_layers: int = Field(default=6, ge=1, le=48)
     d_model: int = Field(default=64, ge=4, le=4096)
     n_heads: int = Field(default=4, ge=1, le=64)
     dim_feedforward: int = Field(default=128, ge=4, le=16384)

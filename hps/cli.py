@@ -51,18 +51,19 @@ def _client(url: str) -> Iterator[Client]:
             yield client
     except ApiError as error:
         details = "\n".join(f"  - {e.message}" for e in error.body.errors)
-        raise _fail(f"{error.body.message}" if not details else f"invalid request:\n{details}")
+        raise _fail(error.body.message if not details else f"invalid request:\n{details}") from None
     except HpsClientError as error:
-        raise _fail(f"{error}\nIs the service running? Start it with `hps serve` or `hps up`.")
+        hint = "Is the service running? Start it with `hps serve` or `hps up`."
+        raise _fail(f"{error}\n{hint}") from None
 
 
 def _load_spec(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
-        raise _fail(f"cannot read {path}: {error.strerror}")
+        raise _fail(f"cannot read {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise _fail(f"{path} is not valid YAML: {error}")
+        raise _fail(f"{path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise _fail(f"{path} must hold a mapping (a study spec), not {type(data).__name__}")
     return data
@@ -76,7 +77,9 @@ def serve(
     port: Annotated[int, typer.Option(envvar="HPS_PORT", help="Port to listen on.")] = 8000,
     database_url: Annotated[
         str | None,
-        typer.Option(envvar="HPS_DATABASE_URL", help="SQLAlchemy URL (default: sqlite:///./hps.db)."),
+        typer.Option(
+            envvar="HPS_DATABASE_URL", help="SQLAlchemy URL (default: sqlite:///./hps.db)."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -95,9 +98,7 @@ def serve(
 @app.command()
 def worker(
     url: UrlOption = DEFAULT_URL,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA when present), cpu or cuda.")
-    ] = "auto",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     once: Annotated[bool, typer.Option("--once", help="Run one trial, then exit.")] = False,
     max_trials: Annotated[
         int | None, typer.Option(min=1, help="Exit after this many trials.")
@@ -125,14 +126,14 @@ def worker(
     try:
         chosen = choose_device(device)  # type: ignore[arg-type]
     except DeviceUnavailable as error:
-        raise _fail(str(error))
+        raise _fail(str(error)) from None
     with Client(url) as client:
         w = Worker(client, chosen, max_trials=1 if once else max_trials, burst=burst, poll_s=poll)
         w.install_signal_handlers()
         try:
             w.run()
         except HpsClientError as error:
-            raise _fail(str(error))
+            raise _fail(str(error)) from None
         console.print(repr(w))
 
 
@@ -261,12 +262,19 @@ def _print_study(study: StudyRead) -> None:
     table = Table(title=f"study {study.id} · {study.name} · {study.state.value}")
     for column in ("completed", "pruned", "failed", "retried", "running", "waiting"):
         table.add_column(column, justify="right")
-    table.add_row(*(str(getattr(c, k)) for k in ("completed", "pruned", "failed", "retried",
-                                                  "running", "waiting")))
+    table.add_row(
+        *(
+            str(getattr(c, k))
+            for k in ("completed", "pruned", "failed", "retried", "running", "waiting")
+        )
+    )
     out.print(table)
     best = study.best_trial
     if best is not None:
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in best.params.items())
-        out.print(f"best trial #{best.number}: {study.spec.objective.metric} = "
-                  f"{best.value:.4f}  ({params})")
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
+        )
+        out.print(
+            f"best trial #{best.number}: {study.spec.objective.metric} = "
+            f"{best.value:.4f}  ({params})"
+        )

@@ -125,9 +125,7 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _call(
-        self, method: str, path: str, body: Any = None, *, idempotent: bool = True
-    ) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, idempotent: bool = True) -> Any:
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
             try:

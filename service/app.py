@@ -1,4 +1,4 @@
-"""The application factory: ``create_app(settings)`` builds everything; importing connects nothing."""
+"""The application factory: ``create_app(settings)`` builds everything; import connects nothing."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Domain errors. Raised by the domain layer, turned into HTTP answers in ``service.http_errors``.
 
-    HpsError
-    ├── NotFound         404  an unknown study or trial id
-    ├── LeaseConflict    409  a report or completion under an expired, released or foreign lease
-    └── InvalidResult    422  a result that contradicts its assignment (wrong seeds, ...)
+HpsError
+├── NotFound         404  an unknown study or trial id
+├── LeaseConflict    409  a report or completion under an expired, released or foreign lease
+└── InvalidResult    422  a result that contradicts its assignment (wrong seeds, ...)
 """
 
 from __future__ import annotations

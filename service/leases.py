@@ -225,7 +225,8 @@ class Leases:
         self, handle: StudyHandle, study: optuna.Study, lease: LeaseRow, failure: Failure
     ) -> None:
         storage = study._storage
-        storage.set_trial_user_attr(lease.trial_id, tv.ATTR_FAILURE, failure.model_dump(mode="json"))
+        failure_attr = failure.model_dump(mode="json")
+        storage.set_trial_user_attr(lease.trial_id, tv.ATTR_FAILURE, failure_attr)
         retry = failure.kind in RETRYABLE and lease.attempt < self._max_attempts
         if retry:
             storage.set_trial_user_attr(lease.trial_id, tv.ATTR_RETRIED, True)

@@ -14,7 +14,7 @@ class DeviceUnavailable(Exception):
 
 
 def choose_device(choice: DeviceChoice) -> torch.device:
-    """``auto`` is CUDA when present (the device ``CUDA_VISIBLE_DEVICES`` exposes first), else CPU."""
+    """``auto`` is CUDA when present (the first that ``CUDA_VISIBLE_DEVICES`` exposes), else CPU."""
     if choice == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():

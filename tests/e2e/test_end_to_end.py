@@ -107,9 +107,7 @@ def test_sigterm_mid_trial_fails_the_trial_with_a_reason(service: Service) -> No
     assert first.failure is not None and first.failure.kind == "interrupted"
     assert "SIGTERM" in first.failure.message
     # The worker going away says nothing about the parameters: they are queued to run again.
-    assert [(t.state, t.params, t.attempt) for t in rest] == [
-        (TrialState.WAITING, first.params, 2)
-    ]
+    assert [(t.state, t.params, t.attempt) for t in rest] == [(TrialState.WAITING, first.params, 2)]
 
 
 def test_cli_submit_wait_and_status(service: Service, tmp_path: Any) -> None:

@@ -39,8 +39,9 @@ def test_giving_up_raises_service_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    with _client(httpx.MockTransport(handler), retries=2) as client, pytest.raises(
-        ServiceUnavailable, match="cannot reach"
+    with (
+        _client(httpx.MockTransport(handler), retries=2) as client,
+        pytest.raises(ServiceUnavailable, match="cannot reach"),
     ):
         client.studies()
 
@@ -65,14 +66,14 @@ def test_no_work_is_none() -> None:
 
 def test_error_bodies_become_api_errors() -> None:
     body = {"error": "not_found", "message": "study 3 does not exist", "errors": []}
-    with _client(httpx.MockTransport(lambda _: httpx.Response(404, json=body))) as client:
-        with pytest.raises(ApiError) as caught:
-            client.study(3)
+    transport = httpx.MockTransport(lambda _: httpx.Response(404, json=body))
+    with _client(transport) as client, pytest.raises(ApiError) as caught:
+        client.study(3)
     assert caught.value.status == 404
     assert caught.value.body.message == "study 3 does not exist"
 
 
 def test_a_non_json_error_is_still_an_api_error() -> None:
-    with _client(httpx.MockTransport(lambda _: httpx.Response(500, text="boom"))) as client:
-        with pytest.raises(ApiError, match="boom"):
-            client.study(3)
+    transport = httpx.MockTransport(lambda _: httpx.Response(500, text="boom"))
+    with _client(transport) as client, pytest.raises(ApiError, match="boom"):
+        client.study(3)
