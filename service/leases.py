@@ -21,6 +21,7 @@ import secrets
 import statistics
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -250,7 +251,7 @@ class Leases:
             study = self._studies.optuna_study(handle)
             if study._storage.get_trial(lease.trial_id).state == OptunaState.RUNNING:
                 message = f"lease expired: no word from worker {lease.worker_id!r} in time"
-                self._fail(handle, study, lease, Failure(kind="lease_expired", message=message))
+                self._fail(handle, study, lease, Failure(kind=FailureKind.LEASE_EXPIRED, message=message))
             with self._store.session() as session:
                 row = session.get(LeaseRow, lease.trial_id)
                 assert row is not None
@@ -307,8 +308,8 @@ def _suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Scalar]:
             params[name] = trial.suggest_int(
                 name, param.low, param.high, step=param.step, log=param.log
             )
-        elif isinstance(param, CategoricalParam):
-            params[name] = trial.suggest_categorical(name, param.choices)
-        elif isinstance(param, FixedParam):
-            params[name] = trial.suggest_categorical(name, [param.value])
+        elif isinstance(param, CategoricalParam | FixedParam):
+            choices = param.choices if isinstance(param, CategoricalParam) else [param.value]
+            # Choices are never None (Scalar excludes it), so neither is the suggestion.
+            params[name] = cast(Scalar, trial.suggest_categorical(name, choices))
     return params

@@ -39,7 +39,7 @@ def create_study(spec: StudySpec, domain: StudiesDep) -> StudyRead:
 
 @studies.get("")
 def list_studies(domain: StudiesDep) -> list[StudyRead]:
-    return domain.list()
+    return domain.all()
 
 
 @studies.get("/{study_id}")

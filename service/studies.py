@@ -96,7 +96,7 @@ class Studies:
             best_trial=None if best is None else trial_views.trial_read(handle.id, best),
         )
 
-    def list(self) -> list[StudyRead]:
+    def all(self) -> list[StudyRead]:
         with self._store.session() as session:
             ids = session.scalars(select(StudyRow.id).order_by(StudyRow.id)).all()
         return [self.read(study_id) for study_id in ids]
