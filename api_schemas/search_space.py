@@ -120,6 +120,8 @@ def _check_param(name: str, param: Param) -> Iterator[Problem]:
             yield Problem(f"{path}.low", "must be <= high")
         if param.log and param.low <= 0:
             yield Problem(f"{path}.low", "must be > 0 when log is true")
+        if isinstance(param, IntParam) and param.log and param.step != 1:
+            yield Problem(f"{path}.step", "must be 1 when log is true")
         for bound in ("low", "high"):
             problem = domain.problem(getattr(param, bound))
             if problem:
@@ -129,7 +131,8 @@ def _check_param(name: str, param: Param) -> Iterator[Problem]:
             problem = domain.problem(choice)
             if problem:
                 yield Problem(f"{path}.choices[{i}]", problem)
-        if len(set(map(repr, param.choices))) != len(param.choices):
+        # By value, but with bools apart: 0 and 0.0 repeat each other, False and 0 do not.
+        if len({(type(c) is bool, c) for c in param.choices}) != len(param.choices):
             yield Problem(f"{path}.choices", "must not repeat a value")
     else:
         problem = domain.problem(param.value)
@@ -240,11 +243,13 @@ def contains(space: Mapping[str, Param], params: Mapping[str, Scalar]) -> bool:
         value = params[name]
         choices = values_of(param)
         if choices is not None:
-            if value not in choices:
+            if (type(value) is bool, value) not in {(type(c) is bool, c) for c in choices}:
                 return False
         elif isinstance(param, FloatParam | IntParam):
-            if not isinstance(value, int | float) or math.isnan(value):
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 return False
-            if not param.low <= value <= param.high:
+            if math.isnan(value) or not param.low <= value <= param.high:
+                return False
+            if isinstance(param, IntParam) and not float(value).is_integer():
                 return False
     return set(params) <= set(space)

@@ -108,7 +108,14 @@ class Leases:
     def _start_trial(self, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment:
         study = self._studies.optuna_study(handle)
         trial = study.ask()
-        params = _suggest(trial, handle.spec.search_space)
+        try:
+            params = _suggest(trial, handle.spec.search_space)
+        except Exception as error:
+            # Never leave a RUNNING trial without a lease: nothing would ever reap it.
+            failure = Failure(kind=FailureKind.ERROR, message=f"sampling failed: {error}")
+            trial.set_user_attr(tv.ATTR_FAILURE, failure.model_dump(mode="json"))
+            study.tell(trial, state=OptunaState.FAIL)
+            raise
         attempt = int(trial.user_attrs.get(tv.ATTR_ATTEMPT, 1))
         trial.set_user_attr(tv.ATTR_ATTEMPT, attempt)
         trial.set_user_attr(tv.ATTR_WORKER, request.worker_id)
@@ -244,14 +251,16 @@ class Leases:
     def _expire_locked(self) -> int:
         now = self._clock()
         with self._store.session() as session:
-            stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at < now)
+            stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at <= now)
             stale = list(session.scalars(stmt).all())
         for lease in stale:
             handle = self._studies.handle(lease.study_id)
             study = self._studies.optuna_study(handle)
             if study._storage.get_trial(lease.trial_id).state == OptunaState.RUNNING:
                 message = f"lease expired: no word from worker {lease.worker_id!r} in time"
-                self._fail(handle, study, lease, Failure(kind=FailureKind.LEASE_EXPIRED, message=message))
+                self._fail(
+                    handle, study, lease, Failure(kind=FailureKind.LEASE_EXPIRED, message=message)
+                )
             with self._store.session() as session:
                 row = session.get(LeaseRow, lease.trial_id)
                 assert row is not None

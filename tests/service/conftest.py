@@ -1,0 +1,174 @@
+"""The service in-process on a temporary SQLite file, a clock the tests move, and a worker played
+by hand through the HTTP API (no trainer is involved)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+Json = dict[str, Any]
+
+
+class FakeClock:
+    """The service's notion of now; only ``advance`` moves it."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def study_spec(**overrides: Any) -> Json:
+    """A small valid spec: free search over optimizer and lr, 4 trials of 2 seeds."""
+    spec: Json = {
+        "name": "warmup-check",
+        "workload": {"name": "postln_transformer"},
+        "search_space": {
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        },
+        "sampler": {"type": "random", "seed": 0},
+        "n_trials": 4,
+        "seeds_per_trial": 2,
+    }
+    spec.update(overrides)
+    return spec
+
+
+def seed_results(seeds: list[int], losses: list[float] | float) -> list[Json]:
+    if isinstance(losses, float | int):
+        losses = [float(losses)] * len(seeds)
+    return [
+        {"seed": s, "loss": loss, "diverged": False, "steps": 100}
+        for s, loss in zip(seeds, losses, strict=True)
+    ]
+
+
+class Api:
+    """The HTTP API as a worker and a user see it. Helpers assert the status they expect."""
+
+    def __init__(self, client: TestClient, database: Path, clock: FakeClock) -> None:
+        self.client = client
+        self.database = database
+        self.clock = clock
+
+    def create(self, **overrides: Any) -> Json:
+        response = self.client.post("/v1/studies", json=study_spec(**overrides))
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def study(self, study_id: int) -> Json:
+        response = self.client.get(f"/v1/studies/{study_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def trials(self, study_id: int) -> list[Json]:
+        response = self.client.get(f"/v1/studies/{study_id}/trials")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def trial(self, study_id: int, trial_id: int) -> Json:
+        (trial,) = [t for t in self.trials(study_id) if t["id"] == trial_id]
+        return trial
+
+    def lease(self, worker_id: str = "test-worker:1") -> Json | None:
+        """The next assignment, or None on 204."""
+        response = self.client.post("/v1/leases", json={"worker_id": worker_id})
+        assert response.status_code in (200, 204), response.text
+        return response.json() if response.status_code == 200 else None
+
+    def report(self, assignment: Json, step: int, value: float, token: str | None = None) -> Any:
+        body = {"lease_token": token or assignment["lease_token"], "step": step, "value": value}
+        return self.client.post(f"/v1/trials/{assignment['trial_id']}/reports", json=body)
+
+    def complete(self, assignment: Json, losses: list[float] | float = 1.0, **fields: Any) -> Any:
+        body: Json = {
+            "lease_token": assignment["lease_token"],
+            "state": "completed",
+            "seeds": seed_results(assignment["seeds"], losses),
+        }
+        body.update(fields)
+        return self.client.post(f"/v1/trials/{assignment['trial_id']}/complete", json=body)
+
+    def fail(self, assignment: Json, kind: str, message: str = "worker stopped") -> Any:
+        return self.complete(
+            assignment, state="failed", seeds=[], failure={"kind": kind, "message": message}
+        )
+
+    def post_raw(self, path: str, body: bytes) -> Any:
+        return self.client.post(path, content=body, headers={"content-type": "application/json"})
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the database file directly, not through the service."""
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute(query, args).fetchall()
+
+    def intermediate_values(self, trial_id: int) -> list[tuple[int, float]]:
+        return [
+            (int(step), float(value))
+            for step, value in self.sql(
+                "SELECT step, intermediate_value FROM trial_intermediate_values"
+                " WHERE trial_id = ? ORDER BY step",
+                trial_id,
+            )
+        ]
+
+
+def start_service(database: Path, clock: FakeClock, **settings: Any) -> Api:
+    """The service on ``database``, lifespan started; the reaper is slowed down unless asked for.
+
+    The caller ends it with ``api.client.__exit__(None, None, None)``.
+    """
+    settings.setdefault("reaper_interval_s", 3600.0)
+    app = create_app(Settings(database_url=f"sqlite:///{database}", **settings), clock=clock)
+    client = TestClient(app)
+    client.__enter__()
+    return Api(client, database, clock)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_api(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Api]]:
+    """Start the service with these settings; every call on the same database file."""
+    started: list[Api] = []
+
+    def start(**settings: Any) -> Api:
+        started.append(start_service(tmp_path / "hps.db", clock, **settings))
+        return started[-1]
+
+    yield start
+    for api in reversed(started):
+        api.client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+@pytest.fixture(scope="module")
+def empty_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One service for a module's tests that must leave the database empty (rejected submits).
+
+    Starting the service costs about half a second; these tests share one to stay fast.
+    """
+    api = start_service(tmp_path_factory.mktemp("empty") / "hps.db", FakeClock())
+    yield api
+    api.client.__exit__(None, None, None)
