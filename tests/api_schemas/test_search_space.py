@@ -8,6 +8,7 @@ import math
 import random
 from typing import Any
 
+import hypothesis
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -511,7 +512,7 @@ def test_numerically_equal_choices_do_not_make_duplicate_grid_cells() -> None:
 
 # --- properties ---------------------------------------------------------------------------
 
-hypothesis = pytest.importorskip("hypothesis")
+
 st = hypothesis.strategies
 
 
