@@ -5,7 +5,7 @@ clients and workers can use it without the service's dependencies.
 """
 
 from api_schemas.errors import ErrorBody, FieldError
-from api_schemas.params import ADAM_FAMILY, OPTIMIZERS, PARAMS
+from api_schemas.params import ADAM_FAMILY, LR_DECAYS, OPTIMIZERS, PARAMS, WARMUP_SCHEDULES
 from api_schemas.search_space import (
     CategoricalParam,
     Condition,
@@ -43,8 +43,10 @@ from api_schemas.workloads import PostLNTransformer, PreLNTransformer, SortTaskC
 
 __all__ = [
     "ADAM_FAMILY",
+    "LR_DECAYS",
     "OPTIMIZERS",
     "PARAMS",
+    "WARMUP_SCHEDULES",
     "CategoricalParam",
     "Condition",
     "ErrorBody",

@@ -1,4 +1,4 @@
-"""Build a ``torch.optim`` optimizer from a trial's parameters.
+"""Build an optimizer from a trial's parameters.
 
 Each name in ``api_schemas.params.OPTIMIZERS`` has one small builder; a parameter the trial does
 not set takes its default from ``api_schemas.params.PARAMS``. Parameters that do not apply to the
@@ -13,6 +13,7 @@ import torch
 
 from api_schemas.params import PARAMS
 from api_schemas.search_space import Scalar
+from worker.reference_optimizers import AdamWarmupReference, RAdamReference
 
 ModelParams = Iterable[torch.nn.Parameter]
 
@@ -34,6 +35,9 @@ class _Params:
 
     def flag(self, name: str) -> bool:
         return bool(self._get(name))
+
+    def whole(self, name: str) -> int:
+        return int(self._get(name))
 
     def betas(self) -> tuple[float, float]:
         return self.number("beta1"), self.number("beta2")
@@ -82,14 +86,40 @@ def _adamw(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
 
 
 def _radam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
-    """``torch.optim.RAdam``: rectified once rho_t > 5, momentum-SGD before; L2 weight decay."""
+    """``torch.optim.RAdam``: rectified once rho_t > 5, momentum-SGD before; weight decay is L2
+    unless ``decoupled_weight_decay``."""
     return torch.optim.RAdam(
         model_params,
         lr=p.number("lr"),
         betas=p.betas(),
         eps=p.number("eps"),
         weight_decay=p.number("weight_decay"),
+        decoupled_weight_decay=p.flag("decoupled_weight_decay"),
         foreach=True,
+    )
+
+
+def _radam_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+    """The RAdam authors' version: N_sma >= 5, early steps skipped unless degenerated_to_sgd."""
+    return RAdamReference(
+        model_params,
+        lr=p.number("lr"),
+        betas=p.betas(),
+        eps=p.number("eps"),
+        weight_decay=p.number("weight_decay"),
+        degenerated_to_sgd=p.flag("degenerated_to_sgd"),
+    )
+
+
+def _adam_warmup_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+    """The article's AdamWarmup, warming up over ``warmup_steps`` inside the optimizer."""
+    return AdamWarmupReference(
+        model_params,
+        lr=p.number("lr"),
+        betas=p.betas(),
+        eps=p.number("eps"),
+        weight_decay=p.number("weight_decay"),
+        warmup=p.whole("warmup_steps"),
     )
 
 
@@ -100,6 +130,8 @@ OPTIMIZER_BUILDERS: dict[str, OptimizerBuilder] = {
     "adam": _adam,
     "adamw": _adamw,
     "radam": _radam,
+    "radam_reference": _radam_reference,
+    "adam_warmup_reference": _adam_warmup_reference,
 }
 """One builder per name in ``api_schemas.params.OPTIMIZERS``."""
 

@@ -1,6 +1,6 @@
 """Train one trial: the same parameters under R paired seeds, in lockstep.
 
-Each seed gets its own model, optimizer, warmup schedule and data stream, built from that seed
+Each seed gets its own model, optimizer, lr schedule and data stream, built from that seed
 alone, so seed i is the same run in every trial whatever the other seeds are. At every step each
 seed that is still training takes one optimizer step. Losses stay on the device and are read
 back only at report steps, so a step never waits for the host.
@@ -20,17 +20,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from api_schemas.params import PARAMS
 from api_schemas.trials import SeedResult, TrialAssignment
 from worker.optimizers import build_optimizer
-from worker.schedules import linear_warmup
+from worker.schedules import trial_schedule
 from worker.workloads import Batch, Task, build_task
 
 EXPLODED = 10.0
@@ -87,13 +86,11 @@ def _start_run(
 ) -> _SeedRun:
     model = task.build_model(seed).to(device)
     optimizer = build_optimizer(assignment.params, model.parameters())
-    default_warmup = cast(int, PARAMS["warmup_steps"].default)
-    warmup = int(assignment.params.get("warmup_steps", default_warmup))
     return _SeedRun(
         seed=seed,
         model=model,
         optimizer=optimizer,
-        scheduler=linear_warmup(optimizer, warmup),
+        scheduler=trial_schedule(optimizer, assignment.params, assignment.workload.config.steps),
         batches=task.train_batches(seed),
         loss_sum=torch.zeros((), device=device),
     )
