@@ -109,7 +109,9 @@ def build_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampl
     """The sampler for ``spec``. A grid study's trials are all enqueued, so any sampler works."""
     seed = None if spec.sampler.seed is None else spec.sampler.seed + n_existing
     if spec.sampler.type == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # Several workers ask before earlier trials finish: the constant liar keeps TPE from
+        # proposing the same region to all of them.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
