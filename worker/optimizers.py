@@ -8,6 +8,7 @@ chosen optimizer (``momentum`` for Adam, ``beta2`` for SGD) are ignored.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -42,6 +43,15 @@ class _Params:
     def betas(self) -> tuple[float, float]:
         return self.number("beta1"), self.number("beta2")
 
+    def adam_family(self) -> dict[str, Any]:
+        """The keyword arguments every Adam-family optimizer takes."""
+        return {
+            "lr": self.number("lr"),
+            "betas": self.betas(),
+            "eps": self.number("eps"),
+            "weight_decay": self.number("weight_decay"),
+        }
+
 
 # foreach=True: one fused kernel launch per op over all tensors, and no host sync per step
 # (the step counters stay on the CPU unless capturable=True).
@@ -65,10 +75,7 @@ def _adam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     """Adam; ``weight_decay`` is L2 added to the gradient (torch's semantics)."""
     return torch.optim.Adam(
         model_params,
-        lr=p.number("lr"),
-        betas=p.betas(),
-        eps=p.number("eps"),
-        weight_decay=p.number("weight_decay"),
+        **p.adam_family(),
         foreach=True,
     )
 
@@ -77,10 +84,7 @@ def _adamw(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     """AdamW; decoupled weight decay. Its default comes from PARAMS (0), not torch's 0.01."""
     return torch.optim.AdamW(
         model_params,
-        lr=p.number("lr"),
-        betas=p.betas(),
-        eps=p.number("eps"),
-        weight_decay=p.number("weight_decay"),
+        **p.adam_family(),
         foreach=True,
     )
 
@@ -90,10 +94,7 @@ def _radam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     unless ``decoupled_weight_decay``."""
     return torch.optim.RAdam(
         model_params,
-        lr=p.number("lr"),
-        betas=p.betas(),
-        eps=p.number("eps"),
-        weight_decay=p.number("weight_decay"),
+        **p.adam_family(),
         decoupled_weight_decay=p.flag("decoupled_weight_decay"),
         foreach=True,
     )
@@ -103,10 +104,7 @@ def _radam_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optim
     """The RAdam authors' version: N_sma >= 5, early steps skipped unless degenerated_to_sgd."""
     return RAdamReference(
         model_params,
-        lr=p.number("lr"),
-        betas=p.betas(),
-        eps=p.number("eps"),
-        weight_decay=p.number("weight_decay"),
+        **p.adam_family(),
         degenerated_to_sgd=p.flag("degenerated_to_sgd"),
     )
 
@@ -115,10 +113,7 @@ def _adam_warmup_reference(p: _Params, model_params: ModelParams) -> torch.optim
     """The article's AdamWarmup, warming up over ``warmup_steps`` inside the optimizer."""
     return AdamWarmupReference(
         model_params,
-        lr=p.number("lr"),
-        betas=p.betas(),
-        eps=p.number("eps"),
-        weight_decay=p.number("weight_decay"),
+        **p.adam_family(),
         warmup=p.whole("warmup_steps"),
     )
 
