@@ -77,6 +77,8 @@ class _SeedRun:
     """Sum of training losses since the last report, kept on the device."""
     window: int = 0
     """Steps since the last report."""
+    autocast: bool = False
+    """Run forward passes under bf16 autocast (CUDA only)."""
     steps: int = 0
     diverged: bool = False
 
@@ -93,6 +95,8 @@ def _start_run(
         scheduler=trial_schedule(optimizer, assignment.params, assignment.workload.config.steps),
         batches=task.train_batches(seed),
         loss_sum=torch.zeros((), device=device),
+        # bf16 autocast is a CUDA feature here; on the CPU it would only slow the run down.
+        autocast=assignment.workload.config.precision == "bf16" and device.type == "cuda",
     )
 
 
@@ -101,15 +105,17 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def _loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(run: _SeedRun, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy of a batch, and the logits flattened to (tokens, classes)."""
     x, y = batch
-    logits = model(x).flatten(0, -2)
-    return F.cross_entropy(logits, y.flatten()), logits
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.autocast):
+        logits = run.model(x).flatten(0, -2)
+    # The loss is taken in fp32 whatever the forward pass ran in.
+    return F.cross_entropy(logits.float(), y.flatten()), logits
 
 
 def _train_step(run: _SeedRun, device: torch.device) -> None:
-    loss, _ = _loss(run.model, _to_device(next(run.batches), device))
+    loss, _ = _loss(run, _to_device(next(run.batches), device))
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]  # (torch leaves it unannotated)
     run.optimizer.step()
@@ -155,7 +161,7 @@ def _evaluate(run: _SeedRun, task: Task, device: torch.device) -> SeedResult:
     with torch.no_grad():
         for batch in task.eval_batches(run.seed):
             inputs, targets = _to_device(batch, device)
-            loss, logits = _loss(run.model, (inputs, targets))
+            loss, logits = _loss(run, (inputs, targets))
             targets = targets.flatten()
             loss_sum += loss * targets.numel()
             correct += (logits.argmax(dim=-1) == targets).sum()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from api_schemas.workloads import SortTaskConfig
+from worker.workloads.seeding import build_seeded
 
 
 class SortTransformer(nn.Module):
@@ -48,13 +49,5 @@ class SortTransformer(nn.Module):
 def build_sort_transformer(
     config: SortTaskConfig, *, norm_first: bool, init_seed: int
 ) -> SortTransformer:
-    """Build the model on the CPU with weights fixed by ``init_seed``.
-
-    ``nn`` modules initialise from the global CPU generator, so the build runs inside
-    ``fork_rng``: the same seed gives the same weights in every trial, whichever seeds were built
-    before it, and the caller's RNG state is left as it was. Only the CPU generator is seeded
-    (``torch.manual_seed`` would also reseed every CUDA device).
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(init_seed)
-        return SortTransformer(config, norm_first=norm_first)
+    """Build the model on the CPU with weights fixed by ``init_seed``."""
+    return build_seeded(init_seed, lambda: SortTransformer(config, norm_first=norm_first))
