@@ -38,4 +38,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) hps.db hps.db-wal hps.db-shm
+	rm -rf $(VENV) hps.db hps.db-wal hps.db-shm hps.token

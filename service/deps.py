@@ -1,6 +1,7 @@
 """FastAPI dependencies, as ``Annotated`` aliases so that route signatures read plainly.
 
-Authentication, when it comes, is one more dependency here, added to the routers in one place.
+Authentication is not here: it is ``service.auth.Require``, given to each router in one place
+(``service.app``), so no route can forget it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from fastapi import Depends, Request
 
 from service.leases import Leases
 from service.studies import Studies
+from service.tokens import Tokens
 
 
 def _studies(request: Request) -> Studies:
@@ -23,5 +25,11 @@ def _leases(request: Request) -> Leases:
     return leases
 
 
+def _tokens(request: Request) -> Tokens:
+    tokens: Tokens = request.app.state.tokens
+    return tokens
+
+
 StudiesDep = Annotated[Studies, Depends(_studies)]
+TokensDep = Annotated[Tokens, Depends(_tokens)]
 LeasesDep = Annotated[Leases, Depends(_leases)]

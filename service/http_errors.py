@@ -1,12 +1,13 @@
 """The one place where errors become HTTP answers, all with an ``ErrorBody``.
 
-Domain errors carry their status code; a request that fails validation gets 422 with one entry
-per problem, each naming its field as a dotted path (``search_space.beta2.high``).
+Domain errors carry their status code (and headers: ``WWW-Authenticate`` on a 401); a request
+that fails validation gets 422 with one entry per problem, each naming its field as a dotted path
+(``search_space.beta2.high``); a body over ``HPS_MAX_BODY_BYTES`` gets 413.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from api_schemas import ErrorBody, FieldError
 from api_schemas.search_space import PARAM_TYPES
-from api_schemas.workloads import WORKLOAD_NAMES
+from api_schemas.workloads import WORKLOAD_TAGS
 from service.errors import HpsError
 
 
@@ -29,8 +30,9 @@ def field_path(loc: Sequence[int | str]) -> str:
     parts = list(loc[1:] if loc and loc[0] == "body" else loc)
     if len(parts) > 2 and parts[0] == "search_space" and parts[2] in PARAM_TYPES:
         del parts[2]
-    if len(parts) > 1 and parts[0] == "workload" and parts[1] in WORKLOAD_NAMES:
-        del parts[1]
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i - 1] == "workload" and parts[i] in WORKLOAD_TAGS:
+            del parts[i]
     path = ""
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
@@ -49,8 +51,8 @@ def _field_errors(error: dict[str, Any]) -> list[FieldError]:
     return [FieldError(field=field, message=f"{field}: {message}" if field else message)]
 
 
-def _answer(status: int, body: ErrorBody) -> JSONResponse:
-    return JSONResponse(status_code=status, content=body.model_dump())
+def _answer(status: int, body: ErrorBody, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -62,13 +64,17 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HpsError)
-    return _answer(exc.status_code, ErrorBody(error=exc.code, message=str(exc)))
+    body = ErrorBody(error=exc.code, message=str(exc), errors=exc.errors)
+    return _answer(exc.status_code, body, exc.headers or None)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _answer(exc.status_code, ErrorBody(error=code, message=str(exc.detail)))
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return _answer(exc.status_code, ErrorBody(error=code, message=str(exc.detail)), exc.headers)
 
 
 def install(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """hps's own tables. They sit beside Optuna's in the same database, with an ``hps_`` prefix.
 
 Optuna is the store of record for trials (params, values, states, attributes); these tables hold
-only what Optuna has no place for: the submitted spec and the leases.
+only what Optuna has no place for: the submitted spec, the leases and the API tokens.
 """
 
 from __future__ import annotations
@@ -43,3 +43,17 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     released: Mapped[bool] = mapped_column(default=False, index=True)
+
+
+class TokenRow(Base):
+    """An API token: its scopes and the SHA-256 of its secret. The secret itself is never stored."""
+
+    __tablename__ = "hps_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(100), doc="comma-separated, e.g. read,submit")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(default=False)

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api_schemas.studies import MAX_GRID_CELLS, MAX_SEEDS_PER_TRIAL
+from api_schemas.tokens import DEFAULT_TOKEN_FILE
+
+MIB = 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 class Settings(BaseSettings):
-    """Everything the service needs to start. ``create_app(Settings(...))`` builds from these."""
+    """Everything the service needs to start. ``create_app(Settings(...))`` builds from these.
+
+    Unsafe combinations are refused here, before anything starts: auth off on an address other
+    machines can reach is one.
+    """
 
     model_config = SettingsConfigDict(env_prefix="HPS_", extra="ignore")
 
@@ -24,3 +47,30 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3, ge=1, description="runs of one parameter set when workers are lost"
     )
+    auth: bool = Field(
+        default=True, description="require bearer tokens; may be off on a loopback host only"
+    )
+    token_file: Path = Field(
+        default=Path(DEFAULT_TOKEN_FILE),
+        description="where the service keeps a live admin token (mode 0600) for local clients",
+    )
+    # 1 MiB: the largest legitimate body, a study spec with a big categorical grid, is a few
+    # tens of KiB; anything near this size is a mistake or an attack.
+    max_body_bytes: int = Field(default=MIB, ge=1024, description="larger bodies get 413")
+    # The operator's limits on one study, checked at submit; the defaults are the schema's own
+    # caps, so a service is only ever tighter than the contract.
+    max_trials: int = Field(default=MAX_GRID_CELLS, ge=1, le=MAX_GRID_CELLS)
+    max_grid_cells: int = Field(
+        default=MAX_GRID_CELLS, ge=1, le=MAX_GRID_CELLS, description="trials of a grid study"
+    )
+    max_seeds_per_trial: int = Field(default=MAX_SEEDS_PER_TRIAL, ge=1, le=MAX_SEEDS_PER_TRIAL)
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Self:
+        if not self.auth and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to start without authentication on {self.host}, an address other "
+                "machines can reach: HPS_AUTH=false (--no-auth) is allowed only with "
+                "HPS_HOST=127.0.0.1 (or ::1, localhost). Keep auth on, or listen on loopback."
+            )
+        return self

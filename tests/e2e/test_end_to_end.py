@@ -122,20 +122,27 @@ def test_cli_submit_wait_and_status(service: Service, tmp_path: Any) -> None:
         capture_output=True,
         text=True,
         timeout=180,
+        env=service.cli_env,
     )
     assert done.returncode == 0, done.stderr
     study_id = int(done.stdout.split()[0])
     assert "best trial" in done.stdout
 
     status = subprocess.run(
-        [*hps, "status", str(study_id), "--url", service.url], capture_output=True, text=True
+        [*hps, "status", str(study_id), "--url", service.url],
+        capture_output=True,
+        text=True,
+        env=service.cli_env,
     )
     assert status.returncode == 0 and "finished" in status.stdout
 
     bad = spec_file.with_name("bad.yaml")
     bad.write_text(yaml.safe_dump({**SPEC, "search_space": {"lr": SPEC["search_space"]["lr"]}}))
     rejected = subprocess.run(
-        [*hps, "submit", str(bad), "--url", service.url], capture_output=True, text=True
+        [*hps, "submit", str(bad), "--url", service.url],
+        capture_output=True,
+        text=True,
+        env=service.cli_env,
     )
     assert rejected.returncode == 2
     assert "search_space.optimizer is required" in rejected.stderr

@@ -1,5 +1,9 @@
 """The service in-process on a temporary SQLite file, a clock the tests move, and a worker played
-by hand through the HTTP API (no trainer is involved)."""
+by hand through the HTTP API (no trainer is involved).
+
+Auth is on, as by default: the client sends the admin token the service wrote to its token file,
+and the worker helpers (lease, report, complete) a worker token minted through the API.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,10 @@ def seed_results(seeds: list[int], losses: list[float] | float) -> list[Json]:
     ]
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Api:
     """The HTTP API as a worker and a user see it. Helpers assert the status they expect."""
 
@@ -64,6 +72,21 @@ class Api:
         self.client = client
         self.database = database
         self.clock = clock
+        self._worker_token: str | None = None
+
+    def mint(self, *scopes: str, name: str = "test") -> str:
+        """A new token with ``scopes``, created by the admin; returns its secret."""
+        response = self.client.post("/v1/tokens", json={"name": name, "scopes": list(scopes)})
+        assert response.status_code == 201, response.text
+        secret: str = response.json()["token"]
+        return secret
+
+    @property
+    def as_worker(self) -> dict[str, str]:
+        """Headers that authenticate as a worker (scope ``worker`` only)."""
+        if self._worker_token is None:
+            self._worker_token = self.mint("worker", name="test-worker")
+        return bearer(self._worker_token)
 
     def create(self, **overrides: Any) -> Json:
         response = self.client.post("/v1/studies", json=study_spec(**overrides))
@@ -86,13 +109,15 @@ class Api:
 
     def lease(self, worker_id: str = "test-worker:1") -> Json | None:
         """The next assignment, or None on 204."""
-        response = self.client.post("/v1/leases", json={"worker_id": worker_id})
+        body = {"worker_id": worker_id}
+        response = self.client.post("/v1/leases", json=body, headers=self.as_worker)
         assert response.status_code in (200, 204), response.text
         return response.json() if response.status_code == 200 else None
 
     def report(self, assignment: Json, step: int, value: float, token: str | None = None) -> Any:
         body = {"lease_token": token or assignment["lease_token"], "step": step, "value": value}
-        return self.client.post(f"/v1/trials/{assignment['trial_id']}/reports", json=body)
+        path = f"/v1/trials/{assignment['trial_id']}/reports"
+        return self.client.post(path, json=body, headers=self.as_worker)
 
     def complete(self, assignment: Json, losses: list[float] | float = 1.0, **fields: Any) -> Any:
         body: Json = {
@@ -101,7 +126,8 @@ class Api:
             "seeds": seed_results(assignment["seeds"], losses),
         }
         body.update(fields)
-        return self.client.post(f"/v1/trials/{assignment['trial_id']}/complete", json=body)
+        path = f"/v1/trials/{assignment['trial_id']}/complete"
+        return self.client.post(path, json=body, headers=self.as_worker)
 
     def fail(self, assignment: Json, kind: str, message: str = "worker stopped") -> Any:
         return self.complete(
@@ -130,12 +156,16 @@ class Api:
 def start_service(database: Path, clock: FakeClock, **settings: Any) -> Api:
     """The service on ``database``, lifespan started; the reaper is slowed down unless asked for.
 
+    Its token file sits beside the database; the client sends the admin token from it.
     The caller ends it with ``api.client.__exit__(None, None, None)``.
     """
     settings.setdefault("reaper_interval_s", 3600.0)
-    app = create_app(Settings(database_url=f"sqlite:///{database}", **settings), clock=clock)
-    client = TestClient(app)
+    settings.setdefault("token_file", database.with_name("hps.token"))
+    config = Settings(database_url=f"sqlite:///{database}", **settings)
+    client = TestClient(create_app(config, clock=clock))
     client.__enter__()
+    if config.auth:
+        client.headers.update(bearer(config.token_file.read_text().strip()))
     return Api(client, database, clock)
 
 

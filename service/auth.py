@@ -1,0 +1,82 @@
+"""Who may call what: the ``Require`` dependency that every router but health is mounted with.
+
+``create_app`` gives each router one ``Require`` (see ``service.app.ROUTERS``), so that a route is
+covered by being on a router, not by remembering a decorator; tests/service/test_auth_matrix.py
+walks every route and fails on any that answers without a token.
+
+    401  no bearer token, an unknown one or a revoked one (with ``WWW-Authenticate: Bearer``)
+    403  a live token whose scopes do not grant the one the route needs
+
+A browser cannot send the header: ``Require(..., cookie=True)`` (the dashboard's mounts, see
+``service.dashboard``) also takes the token from the HttpOnly ``COOKIE`` its login form sets.
+
+With ``HPS_AUTH=false`` (allowed on a loopback address only, see ``Settings``) every check passes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api_schemas.tokens import Scope, TokenRead, allows, granted
+from service.errors import Forbidden, Unauthenticated
+from service.settings import Settings
+from service.tokens import Tokens
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+COOKIE = "hps_token"
+"""The cookie holding a browser's token, set by the dashboard's login form."""
+
+_bearer = HTTPBearer(
+    auto_error=False,  # a missing token is answered by Require, with the ErrorBody shape
+    description="A token from `hps token create`, or the admin token in the service's token file",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+bearer = _bearer
+"""The ``Authorization: Bearer`` parser, for ASGI apps that call ``Require`` themselves."""
+
+
+class Require:
+    """A router dependency: the request's token must grant ``scope``, or ``writes`` when given
+    and the method changes something (anything but GET, HEAD, OPTIONS). With ``cookie`` the
+    token may come from the login ``COOKIE`` instead of the header."""
+
+    def __init__(self, scope: Scope, *, writes: Scope | None = None, cookie: bool = False) -> None:
+        self.scope = scope
+        self.writes = writes
+        self.cookie = cookie
+
+    def __repr__(self) -> str:
+        writes = "" if self.writes is None else f", writes={self.writes.value}"
+        return f"Require({self.scope.value}{writes})"
+
+    def needed(self, method: str) -> Scope:
+        """The scope a request with ``method`` needs."""
+        if self.writes is not None and method.upper() not in SAFE_METHODS:
+            return self.writes
+        return self.scope
+
+    def __call__(self, request: Request, credentials: BearerDep) -> TokenRead | None:
+        settings: Settings = request.app.state.settings
+        if not settings.auth:
+            return None
+        raw = credentials.credentials if credentials is not None else None
+        if raw is None and self.cookie:
+            raw = request.cookies.get(COOKIE)
+        if raw is None:
+            raise Unauthenticated(
+                "this route needs a token: send 'Authorization: Bearer hps_...' "
+                "(the CLI reads --token, HPS_TOKEN or the token file)"
+            )
+        tokens: Tokens = request.app.state.tokens
+        token = tokens.authenticate(raw)
+        if token is None:
+            raise Unauthenticated("the token is not valid: unknown or revoked")
+        needed = self.needed(request.method)
+        if not allows(token.scopes, needed):
+            has = ", ".join(sorted(granted(token.scopes)))
+            raise Forbidden(f"token {token.name!r} grants {has}; this route needs {needed}")
+        request.state.token = token
+        return token
