@@ -13,7 +13,16 @@ runner = CliRunner()
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens there
 
 
-@pytest.mark.parametrize("command", ["serve", "worker", "submit", "status", "up"])
+COMMANDS = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+
+
+def test_the_commands_are_all_listed() -> None:
+    assert {"serve", "worker", "submit", "status", "up", "gate", "trials", "report"} <= set(
+        COMMANDS
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
