@@ -87,7 +87,7 @@ def _wait(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     last = ""
-    while (study := client.study(study_id)).state != StudyState.FINISHED:
+    while not (study := client.study(study_id)).state.is_final():
         alive()
         c = study.counts
         done = c.completed + c.pruned + c.failed - c.retried
@@ -98,6 +98,8 @@ def _wait(
         if time.monotonic() > deadline:
             raise _fail(f"study {study_id} did not finish within --timeout {timeout_s:g} s")
         time.sleep(poll_s)
+    if study.state == StudyState.CANCELLED:
+        raise _fail(f"study {study_id} was cancelled before it finished: nothing to judge")
 
 
 def judge(

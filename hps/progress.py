@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from api_schemas import StudyRead, StudyState
+from api_schemas import StudyRead
 from hps.client import Client
 
 
@@ -62,7 +62,7 @@ def _bar(client: Client, study_id: int, console: Console, poll_s: float) -> Stud
             progress.update(
                 task, completed=_done(study), total=study.spec.n_trials, description=_summary(study)
             )
-            if study.state == StudyState.FINISHED:
+            if study.state.is_final():
                 return study
             time.sleep(poll_s)
 
@@ -75,6 +75,6 @@ def _lines(client: Client, study_id: int, console: Console, poll_s: float) -> St
         if line != last:
             console.print(line)
             last = line
-        if study.state == StudyState.FINISHED:
+        if study.state.is_final():
             return study
         time.sleep(poll_s)
