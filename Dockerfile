@@ -1,16 +1,19 @@
-# One image for the service and the workers.
-# TORCH: the default takes PyPI's build (CUDA on x86_64); for a CPU-only image use e.g.
-#   docker build --build-arg TORCH="torch --index-url https://download.pytorch.org/whl/cpu" .
+# One image for the service (API + dashboard) and the workers.
+# TORCH_INDEX_URL: empty takes PyPI's torch (CUDA on x86_64); for a CPU-only image (GBs smaller):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
+# EXTRAS: the package's extras; `postgres` brings the driver for HPS_DATABASE_URL=postgresql+psycopg://
 FROM python:3.11-slim
-ARG TORCH="torch>=2.4"
+ARG TORCH_INDEX_URL=""
+ARG EXTRAS="worker,postgres"
 WORKDIR /app
-RUN pip install --no-cache-dir ${TORCH}
+# torch first, from its index, so that the package's plain torch>=2.4 is already satisfied.
+RUN pip install --no-cache-dir "torch>=2.4" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 COPY pyproject.toml README.md ./
 COPY api_schemas api_schemas
 COPY service service
 COPY worker worker
 COPY hps hps
-RUN pip install --no-cache-dir ".[worker]"
+RUN pip install --no-cache-dir ".[${EXTRAS}]"
 RUN useradd --create-home hps && mkdir /data && chown hps /data
 USER hps
 ENV HPS_DATABASE_URL=sqlite:////data/hps.db

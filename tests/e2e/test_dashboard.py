@@ -1,0 +1,110 @@
+"""The Optuna dashboard in a real browser (headless Chromium), served by the real service.
+
+A study runs to the end with a real worker; a person then opens /dashboard, is sent to the login
+form, pastes a read token, and finds the study and its trials. The token must reach no log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from api_schemas.tokens import Scope
+from tests.e2e.conftest import TINY_WORKLOAD, Service
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)
+DRIVER = shutil.which("chromedriver")
+RENDER_TIMEOUT_S = 30
+
+STUDY: dict[str, Any] = {
+    "name": "dashboard-check",
+    "workload": TINY_WORKLOAD,
+    "search_space": {
+        "optimizer": {"type": "categorical", "choices": ["adam", "radam"]},
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+    "sampler": {"type": "random", "seed": 0},
+    "n_trials": 3,
+    "seeds_per_trial": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(browser: Any, text: str) -> None:
+    """Wait until the page's rendered text contains ``text`` (the dashboard renders with JS)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def rendered(driver: Any) -> bool:
+        return text in driver.find_element("tag name", "body").text
+
+    try:
+        WebDriverWait(browser, RENDER_TIMEOUT_S).until(rendered)
+    except TimeoutException:
+        body = browser.find_element("tag name", "body").text
+        pytest.fail(f"{text!r} never appeared on {browser.current_url}; the page reads:\n{body}")
+
+
+def test_a_person_logs_in_and_finds_the_study_and_its_trials(
+    service: Service, browser: Any
+) -> None:
+    with service.client() as admin:
+        study = admin.submit(STUDY)
+        assert service.start_worker("--burst").wait(timeout=180) == 0
+        assert admin.study(study.id).counts.completed == 3
+        reader = admin.create_token("dashboard-reader", [Scope.READ]).token
+
+    # Without a token the dashboard's API refuses, and a page load is sent to the form.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{service.url}/api/studies", timeout=10)
+    assert refused.value.code == 401
+
+    browser.get(f"{service.url}/dashboard")
+    assert browser.current_url == f"{service.url}/dashboard/login"
+    browser.find_element("id", "token").send_keys(reader)
+    browser.find_element("id", "login").click()
+
+    # The study list: Optuna's study is named after the spec, with a suffix.
+    wait_for_text(browser, "dashboard-check-")
+    browser.find_element("partial link text", "dashboard-check-").click()
+    wait_for_text(browser, "History")
+    browser.get(browser.current_url.rstrip("/") + "/trials")
+    wait_for_text(browser, "3 Trials")
+    # The first trial's details, with what the worker recorded.
+    wait_for_text(browser, "Trial 0 (trial_id=")
+    page = browser.find_element("tag name", "body").text
+    for expected in ("Trial 1\nComplete", "Trial 2\nComplete", "optimizer", "device cpu"):
+        assert expected in page, f"{expected!r} not on the trials page:\n{page}"
+
+    # The browser sent the token once, in a POST body: it is in no log line.
+    log = service.log.read_text()
+    assert "POST /dashboard/login" in log and "GET /api/studies" in log, "no access log"
+    assert reader not in log
