@@ -59,7 +59,7 @@ def test_the_gpu_worker_reserves_nvidia_gpus_and_the_cpu_one_none() -> None:
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert device["count"] == "all" or device.get("device_ids")
-    assert gpu["command"][gpu["command"].index("--device") + 1] == "cuda"
+    assert gpu["command"][gpu["command"].index("--gpus") + 1] == "all"  # a process per GPU
     assert "deploy" not in cpu
     assert cpu["command"][cpu["command"].index("--device") + 1] == "cpu"
     # Neither starts on a plain `docker compose up`: a GPU worker fails on a host without one.
