@@ -119,12 +119,15 @@ def main() -> None:
     torch.set_num_threads(1)
     config = SortTaskConfig(steps=args.steps)
 
-    bare = [bare_loop(config)]
+    # The baseline runs as often as hps does, half before and half after, so a machine that
+    # speeds up or slows down during the run moves both sides alike.
+    before = [bare_loop(config) for _ in range((args.trials + 1) // 2)]
     in_loop, end_to_end = through_hps(config, args.trials)
-    bare.append(bare_loop(config))
+    bare = before + [bare_loop(config) for _ in range(args.trials // 2 + 1)]
     baseline = statistics.median(bare)
+    runs = ", ".join(f"{r:.1f}" for r in bare)
     print(f"model: postln_transformer defaults, {args.steps} steps of batch {config.batch_size}")
-    print(f"bare torch loop        {baseline:8.1f} steps/s  (runs: {bare[0]:.1f}, {bare[1]:.1f})")
+    print(f"bare torch loop        {baseline:8.1f} steps/s  (runs: {runs})")
     loop, whole = statistics.median(in_loop), statistics.median(end_to_end)
     print(f"hps worker, in-loop    {loop:8.1f} steps/s  ({len(in_loop)} trials)")
     print(f"hps worker, end to end {whole:8.1f} steps/s")
