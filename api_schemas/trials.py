@@ -41,13 +41,37 @@ class TrialAssignment(_Model):
     seeds: list[int]
     metric: Literal["loss", "accuracy"]
     time_limit_s: float
+    lease_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="how long the lease lasts after each renewal; a worker sends a heartbeat "
+        "every third of it while it trains. Absent from older services: derive it from "
+        "lease_expires_at",
+    )
+
+
+class Heartbeat(_Model):
+    """A worker still training this trial: renews the lease without a report.
+
+    A worker sends one every ``lease_seconds / 3`` while it holds a trial, so a long stretch
+    between reports (a slow step, a long evaluation) does not lose the lease.
+    """
+
+    lease_token: str
+
+
+class LeaseRenewal(BaseModel):
+    """The lease was renewed: it now lasts until ``lease_expires_at``."""
+
+    lease_expires_at: datetime
 
 
 class IntermediateReport(_Model):
     """The mean over seeds of the training loss at ``step``; renews the lease."""
 
     lease_token: str
-    step: int = Field(ge=0)
+    # Bounded by the database's INTEGER step column (32 bits on PostgreSQL).
+    step: int = Field(ge=0, le=2**31 - 1)
     value: float
 
 
@@ -77,6 +101,15 @@ class FailureKind(StrEnum):
 class Failure(_Model):
     kind: FailureKind
     message: str = Field(max_length=4000)
+
+
+class PastAttempt(BaseModel):
+    """An earlier run of the same parameters that the service failed and queued again."""
+
+    attempt: int
+    kind: FailureKind
+    message: str
+    worker_id: str | None = None
 
 
 class TrialResult(_Model):
@@ -125,6 +158,9 @@ class TrialRead(BaseModel):
     seeds: list[SeedResult] = Field(default_factory=list)
     failure: Failure | None = None
     attempt: int = 1
+    history: list[PastAttempt] = Field(
+        default_factory=list, description="earlier runs of these parameters, oldest first"
+    )
     worker_id: str | None = None
     device: str | None = None
     steps_per_second: float | None = None

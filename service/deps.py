@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from service.leases import Leases
 from service.studies import Studies
 from service.tokens import Tokens
+
+MAX_ID = 2**31 - 1
+"""The largest id a row can have: Optuna's id columns are INTEGER (32 bits on PostgreSQL)."""
+
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="an id the service gave out")]
+"""A study, trial or token id in a path. Bounded, so that a number no column can hold is a 422,
+not an overflow in the database driver (a 500)."""
 
 
 def _studies(request: Request) -> Studies:

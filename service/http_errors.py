@@ -73,8 +73,29 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot even decode (not UTF-8, say): to a client that
+        # is one more invalid request, answered like invalid JSON (422), as the routes document.
+        message = f"the request body could not be read: {exc.detail}"
+        body = ErrorBody(
+            error="invalid_request", message=message, errors=[FieldError(field="", message=message)]
+        )
+        return _answer(422, body, exc.headers)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return _answer(exc.status_code, ErrorBody(error=code, message=str(exc.detail)), exc.headers)
+
+
+def documented(*, authenticated: bool) -> dict[int | str, dict[str, Any]]:
+    """The error answers any route can give, for its OpenAPI entry: 413 and 422 everywhere
+    (each an ErrorBody, not FastAPI's default shape), 401 and 403 where a token is required."""
+    answers: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorBody, "description": "the body is larger than HPS_MAX_BODY_BYTES"},
+        422: {"model": ErrorBody, "description": "invalid request; each error names its field"},
+    }
+    if authenticated:
+        answers[401] = {"model": ErrorBody, "description": "no token, or an unknown or revoked one"}
+        answers[403] = {"model": ErrorBody, "description": "the token lacks the scope needed"}
+    return answers
 
 
 def install(app: FastAPI) -> None:

@@ -2,17 +2,23 @@
 
 A trial in hand is never silently lost: on SIGTERM or SIGINT the worker stops at the next step
 and reports the trial as failed (``interrupted``), which lets the service re-run its parameters;
-an exception in a workload fails that trial, not the worker.
+an exception in a workload fails that trial, not the worker. While a trial trains, a background
+thread sends heartbeats (``worker.heartbeat``) so that long stretches between reports keep the
+lease. A service outage is ridden out: the client retries each request with backoff and jitter,
+and past that the loop keeps asking (backoff again), trains on without the reports it could not
+deliver, and holds a finished trial's result until the service takes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -26,8 +32,9 @@ from api_schemas import (
     TrialAssignment,
     TrialResult,
 )
-from hps.client import ApiError, Client
+from hps.client import RETRY_STATUS, ApiError, Client, HpsClientError, ServiceUnavailable
 from worker.device import describe
+from worker.heartbeat import Heartbeats
 from worker.training import TrialInterrupted, TrialOutcome, TrialTimeLimit, train_trial
 
 log = logging.getLogger("hps.worker")
@@ -35,6 +42,30 @@ log = logging.getLogger("hps.worker")
 
 class LeaseLost(Exception):
     """The service refused a report (409): another worker owns the trial now."""
+
+
+def _is_outage(error: HpsClientError) -> bool:
+    """No answer at all, or a proxy's "the service is not there" (502-504) after every retry."""
+    return isinstance(error, ServiceUnavailable) or (
+        isinstance(error, ApiError) and error.status in RETRY_STATUS
+    )
+
+
+@dataclass
+class _Backoff:
+    """Exponential backoff with full jitter for the loop's own waits through an outage.
+
+    The client has already retried each request; this spaces out the loop's next tries so that
+    many workers that lost the service together do not come back in lockstep.
+    """
+
+    base_s: float = 1.0
+    cap_s: float = 30.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(self.base_s / 2, min(self.cap_s, self.base_s * 2**self.failures))
 
 
 @dataclass
@@ -53,13 +84,16 @@ class Worker:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     trials_done: int = 0
     trials_failed: int = 0
+    trials_lost: int = 0
+    """Trials dropped because the service gave their lease away (409)."""
+    _reached: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _stop_reason: str = ""
 
     def __repr__(self) -> str:
         return (
             f"<Worker {self.worker_id} on {self.device}: "
-            f"{self.trials_done} done, {self.trials_failed} failed>"
+            f"{self.trials_done} done, {self.trials_failed} failed, {self.trials_lost} lost>"
         )
 
     def stop(self, reason: str) -> None:
@@ -77,10 +111,21 @@ class Worker:
     def run(self) -> None:
         """Work until stopped, out of trials (``max_trials``) or out of work (``burst``)."""
         request = LeaseRequest(worker_id=self.worker_id, device=describe(self.device))
+        outage = _Backoff()
         while not self._stop.is_set():
             if self.max_trials is not None and self.trials_done >= self.max_trials:
                 return
-            assignment = self.client.lease(request)
+            try:
+                assignment = self.client.lease(request)
+            except HpsClientError as error:
+                # Never answered: a wrong URL, not an outage to ride out.
+                if not (self._reached and _is_outage(error)):
+                    raise
+                delay = outage.next_delay()
+                log.warning("service unavailable (%s); asking again in %.1f s", error, delay)
+                self._stop.wait(delay)
+                continue
+            self._reached, outage.failures = True, 0
             if assignment is None:
                 if self.burst:
                     log.info("no work left; stopping (burst mode)")
@@ -103,19 +148,40 @@ class Worker:
             body = IntermediateReport(lease_token=token, step=step, value=value)
             try:
                 return self.client.report(trial_id, body)
-            except ApiError as error:
-                if error.status == 409:
+            except HpsClientError as error:
+                if isinstance(error, ApiError) and error.status == 409:
                     raise LeaseLost(error.body.message) from error
-                raise
+                if not _is_outage(error):
+                    raise
+                # Train on: the lease outlives a short outage, and a long one ends in a 409.
+                log.warning("trial %d: report at step %d not delivered: %s", trial_id, step, error)
+                return False
+
+        with Heartbeats(self.client, assignment) as beats:
+            self._train(assignment, report, beats)
+
+    def _train(
+        self,
+        assignment: TrialAssignment,
+        report: Callable[[int, float], bool],
+        beats: Heartbeats,
+    ) -> None:
+        trial_id = assignment.trial_id
+
+        def should_stop() -> bool:
+            return self._stop.is_set() or beats.lost.is_set()
 
         try:
             outcome = train_trial(
-                assignment, device=self.device, report=report, should_stop=self._stop.is_set
+                assignment, device=self.device, report=report, should_stop=should_stop
             )
         except LeaseLost as lost:
-            log.warning("trial %d: lease lost (%s); dropping it", trial_id, lost)
+            self._drop(trial_id, str(lost))
             return
         except TrialInterrupted as interrupted:
+            if beats.lost.is_set():
+                self._drop(trial_id, "a heartbeat was refused")
+                return
             reason = self._stop_reason or "worker stopped"
             self._fail(assignment, FailureKind.INTERRUPTED, f"{reason}: {interrupted}")
             return
@@ -128,6 +194,10 @@ class Worker:
             self._fail(assignment, FailureKind.ERROR, message)
             return
         self._complete(assignment, outcome)
+
+    def _drop(self, trial_id: int, why: str) -> None:
+        log.warning("trial %d: lease lost (%s); dropping it", trial_id, why)
+        self.trials_lost += 1
 
     def _complete(self, assignment: TrialAssignment, outcome: TrialOutcome) -> None:
         result = TrialResult(
@@ -158,9 +228,29 @@ class Worker:
                 self.trials_done += 1
 
     def _send(self, assignment: TrialAssignment, result: TrialResult) -> bool:
-        try:
-            self.client.complete(assignment.trial_id, result)
-        except ApiError as error:
-            log.error("trial %d: the service refused the result: %s", assignment.trial_id, error)
-            return False
-        return True
+        """Deliver a result; through an outage, keep trying until the worker is told to stop.
+
+        Completing is idempotent, so a result that did arrive before the answer was lost is
+        simply answered again.
+        """
+        outage = _Backoff()
+        while True:
+            trial_id = assignment.trial_id
+            try:
+                self.client.complete(trial_id, result)
+            except HpsClientError as error:
+                if not _is_outage(error):
+                    log.error("trial %d: the service refused the result: %s", trial_id, error)
+                    if isinstance(error, ApiError) and error.status == 409:
+                        self.trials_lost += 1
+                    return False
+                if self._stop.is_set():
+                    log.error("trial %d: result not delivered: %s", trial_id, error)
+                    return False
+                delay = outage.next_delay()
+                log.warning(
+                    "trial %d: result not delivered (%s); again in %.1fs", trial_id, error, delay
+                )
+                self._stop.wait(delay)
+                continue
+            return True
