@@ -34,8 +34,10 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Tests run on every core (pytest-xdist): most of the wall time is real services and workers
+# starting and training, which overlap well.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 clean:
 	rm -rf $(VENV) hps.db hps.db-wal hps.db-shm hps.token
