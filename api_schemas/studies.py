@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from api_schemas.search_space import (
     Problem,
+    Scalar,
     SearchSpace,
     check_search_space,
     grid_cells,
@@ -20,6 +21,13 @@ from api_schemas.trials import TrialRead
 from api_schemas.workloads import Workload
 
 MAX_GRID_CELLS = 100_000
+MAX_SEEDS_PER_TRIAL = 64
+
+WORKLOAD_PARAM = "workload"
+"""The trial parameter naming, by label, which of the study's workloads a trial trains.
+
+Present only in studies with controls; the search space may not name it (it is not in PARAMS).
+"""
 
 
 class _Model(BaseModel):
@@ -66,8 +74,54 @@ class Objective(_Model):
         return self
 
 
+class Control(_Model):
+    """A second workload run over the same search space, to check that the study can answer.
+
+    ``negative``: a workload where warmup should not matter (e.g. an MLP); Adam's warmup regret
+    must stay below the margin there, or the verdict is INVALID. ``contrast``: a workload shown
+    beside the subject for comparison (e.g. Pre-LN against Post-LN), with no pass or fail.
+    """
+
+    role: Literal["negative", "contrast"]
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="how trials and the report name this workload; defaults to its name",
+    )
+    workload: Workload
+
+    @property
+    def name(self) -> str:
+        """The label, or the workload's name when no label was given."""
+        return self.label or self.workload.name
+
+
+class AnalysisSpec(_Model):
+    """How the analysis judges the study. Fixed at submit time, before any result is seen."""
+
+    margin: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "δ, in held-out loss: a warmup regret below δ counts as no need to tune warmup. "
+            "When omitted the analysis computes max(0.02, 0.2·Δ_Adam) from the subject "
+            "workload's results (and says so)."
+        ),
+    )
+    bootstrap: int = Field(
+        default=1000, ge=100, le=20_000, description="paired seed bootstrap resamples"
+    )
+
+
 class StudySpec(_Model):
-    """A study as submitted: what to train, what to search, how many trials, how to judge them."""
+    """A study as submitted: what to train, what to search, how many trials, how to judge them.
+
+    ``workload`` is the subject (and the positive control: Adam must need warmup there);
+    ``controls`` run the same search space on other workloads. With controls, every trial
+    carries the parameter ``workload`` (a label) and a grid runs every cell on every workload.
+    """
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     workload: Workload
@@ -77,14 +131,19 @@ class StudySpec(_Model):
     n_trials: int | None = Field(
         default=None, ge=1, le=MAX_GRID_CELLS, description="required unless sampler is grid"
     )
-    seeds_per_trial: int = Field(default=3, ge=1, le=64, description="R paired seeds per trial")
+    seeds_per_trial: int = Field(
+        default=3, ge=1, le=MAX_SEEDS_PER_TRIAL, description="R paired seeds per trial"
+    )
     seed: int = Field(default=0, ge=0, description="seed i of every trial is seed + i")
     objective: Objective = Field(default_factory=Objective)
     trial_time_limit_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    controls: list[Control] = Field(default_factory=list, max_length=16)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         problems = check_search_space(self.search_space)
+        problems.extend(self._check_labels())
         if not problems:
             problems.extend(self._check_trial_count())
         if problems:
@@ -106,14 +165,58 @@ class StudySpec(_Model):
                 Problem(f"search_space.{n}", "must be categorical, fixed or int for sampler grid")
                 for n in continuous
             ]
-        size = len(grid_cells(self.search_space))
+        size = len(grid_cells(self.search_space)) * len(self.workloads)
         if size > MAX_GRID_CELLS:
-            return [Problem("search_space", f"has {size} grid cells; at most {MAX_GRID_CELLS}")]
+            return [
+                Problem(
+                    "search_space",
+                    f"has {size} grid cells (over {len(self.workloads)} workload(s)); "
+                    f"at most {MAX_GRID_CELLS}",
+                )
+            ]
         if self.n_trials is None:
             self.n_trials = size
         elif self.n_trials != size:
             return [Problem("n_trials", f"must equal the grid size ({size}) or be omitted")]
         return []
+
+    def _check_labels(self) -> list[Problem]:
+        problems: list[Problem] = []
+        seen = {self.workload.name: "the study's workload"}
+        for i, control in enumerate(self.controls):
+            label = control.name
+            if label in seen:
+                field = f"controls[{i}].label"
+                problems.append(
+                    Problem(
+                        field,
+                        f"{label!r} is already the label of {seen[label]}; "
+                        "give each workload a distinct label",
+                    )
+                )
+            seen.setdefault(label, f"controls[{i}]")
+        return problems
+
+    @property
+    def workloads(self) -> dict[str, Workload]:
+        """Every workload the study trains, by label: the subject first, then the controls."""
+        return {self.workload.name: self.workload} | {c.name: c.workload for c in self.controls}
+
+    def workload_for(self, label: object) -> Workload:
+        """The workload a trial whose ``workload`` parameter is ``label`` trains (None: subject)."""
+        if label is None:
+            return self.workload
+        return self.workloads[str(label)]
+
+    def grid(self) -> list[dict[str, Scalar]]:
+        """Every trial of a grid study: each search-space cell on each workload.
+
+        Without controls the cells are exactly ``grid_cells(search_space)``.
+        """
+        cells = grid_cells(self.search_space)
+        if not self.controls:
+            return cells
+        return [{**cell, WORKLOAD_PARAM: label} for cell in cells for label in self.workloads]
 
     @property
     def seeds(self) -> list[int]:
@@ -124,6 +227,12 @@ class StudySpec(_Model):
 class StudyState(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
+    """Every trial the study will run is final."""
+    CANCELLED = "cancelled"
+    """Stopped by a person: no trial is leased any more; running ones stop at their next report."""
+
+    def is_final(self) -> bool:
+        return self != StudyState.RUNNING
 
 
 class TrialCounts(BaseModel):

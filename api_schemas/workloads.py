@@ -9,6 +9,7 @@ never imports the code that trains).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, Self
 
@@ -169,6 +170,9 @@ class PluginWorkload(BaseModel):
     name: str = Field(
         max_length=100,
         description="the entry-point name, qualified with a dot (e.g. ``mypkg.tiny_lm``)",
+        # In the schema only (the validator below words the error): without it a built-in
+        # workload also matches this branch of the union, and the schema's oneOf fails.
+        json_schema_extra={"pattern": f"^{_PLUGIN_NAME.pattern}$"},
     )
     config: PluginConfig = Field(default_factory=PluginConfig)
 
@@ -202,3 +206,15 @@ Workload = Annotated[
 """Any workload spec: a built-in one by its ``name``, else a plugin."""
 WORKLOAD_TAGS: frozenset[str] = frozenset((*WORKLOAD_NAMES, PLUGIN_TAG))
 """Every union tag pydantic may put into an error's location."""
+
+
+def chance_loss(workload: Workload) -> float | None:
+    """Cross-entropy of the uniform prediction, what a failed run records; None for a plugin.
+
+    ln(vocab) for the sort task, ln(10) for the digits; the worker's ``Task`` says the same.
+    """
+    if isinstance(workload.config, SortTaskConfig):
+        return math.log(workload.config.vocab)
+    if isinstance(workload, DigitsTransformer | DigitsMLP):
+        return math.log(10)
+    return None

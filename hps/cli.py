@@ -6,23 +6,25 @@ Exit codes: 0 success, 1 the study finished without a single completed trial, 2 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-from api_schemas import StudyRead, StudyState
+from api_schemas import StudyRead
+from hps import dashboard_cmd, gate_cmd, report_cmd, token_cmd, trials_cmd
+from hps.cli_common import AUTH_HINTS, DEFAULT_URL, TokenOption, UrlOption, console, out
+from hps.cli_common import connect as _client
+from hps.cli_common import fail as _fail
 from hps.client import ApiError, Client, HpsClientError
+from hps.credentials import CredentialsError, resolve_token
+from hps.local import HPS, LocalServiceError, await_health, stop
+from hps.progress import StoppedWatching, watch
 
 app = typer.Typer(
     help="hps: hyperparameter search for optimizer studies (which optimizer, lr and warmup?).",
@@ -30,31 +32,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, soft_wrap=True)
-out = Console()
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-UrlOption = Annotated[
-    str, typer.Option("--url", envvar="HPS_URL", help="Base URL of the hps service.")
-]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _client(url: str) -> Iterator[Client]:
-    try:
-        with Client(url, retries=3) as client:
-            yield client
-    except ApiError as error:
-        details = "\n".join(f"  - {e.message}" for e in error.body.errors)
-        raise _fail(error.body.message if not details else f"invalid request:\n{details}") from None
-    except HpsClientError as error:
-        hint = "Is the service running? Start it with `hps serve` or `hps up`."
-        raise _fail(f"{error}\n{hint}") from None
+app.add_typer(token_cmd.app, name="token")
+app.command("report")(report_cmd.report)
+app.command("gate")(gate_cmd.gate)
+app.command("trials")(trials_cmd.trials)
+app.command("dashboard")(dashboard_cmd.dashboard)
 
 
 def _load_spec(path: Path) -> dict[str, Any]:
@@ -82,22 +64,42 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth", help="Accept requests without a token (only on a loopback --host)."
+        ),
+    ] = False,
 ) -> None:
-    """Run the hps service (API at /v1, OpenAPI docs at /docs)."""
+    """Run the hps service (API at /v1, OpenAPI docs at /docs).
+
+    Auth is on: on first start the service writes an admin token to ./hps.token (mode 0600;
+    HPS_TOKEN_FILE), where the CLI and local workers find it.
+    """
     import uvicorn
+    from pydantic import ValidationError
 
     from service import Settings, create_app
 
     overrides: dict[str, Any] = {"host": host, "port": port}
     if database_url:
         overrides["database_url"] = database_url
-    settings = Settings(**overrides)
+    if no_auth:
+        overrides["auth"] = False
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise _fail(problems) from None
+    logging.basicConfig(format="%(levelname)s:     %(message)s")
+    logging.getLogger("hps").setLevel(log_level.upper())  # the service's own lines, with uvicorn's
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 
 @app.command()
 def worker(
     url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     once: Annotated[bool, typer.Option("--once", help="Run one trial, then exit.")] = False,
     max_trials: Annotated[
@@ -108,12 +110,28 @@ def worker(
     ] = False,
     poll: Annotated[float, typer.Option(min=0.05, help="Seconds between asks when idle.")] = 2.0,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
+        int | None,
+        typer.Option(
+            min=1,
+            envvar="HPS_WORKER_THREADS",
+            help="CPU threads for torch. Default: torch's choice (every core); with several "
+            "workers on one machine give each cores / workers (`hps up` does).",
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="'all' or indices such as 0,1: one worker process per GPU, each with its own "
+            "CUDA_VISIBLE_DEVICES (and cores / GPUs threads unless --threads is given)."
+        ),
     ] = None,
 ) -> None:
     """Lease trials from the service and train them until stopped (SIGTERM/Ctrl-C)."""
     if device not in ("auto", "cpu", "cuda"):
         raise _fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    if gpus is not None:
+        _worker_per_gpu(gpus, url, token, once, max_trials, burst, poll, threads)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     import torch
@@ -127,25 +145,60 @@ def worker(
         chosen = choose_device(device)  # type: ignore[arg-type]
     except DeviceUnavailable as error:
         raise _fail(str(error)) from None
-    with Client(url) as client:
+    try:
+        resolved = resolve_token(token)
+    except CredentialsError as error:
+        raise _fail(str(error)) from None
+    with Client(url, token=resolved) as client:
         w = Worker(client, chosen, max_trials=1 if once else max_trials, burst=burst, poll_s=poll)
         w.install_signal_handlers()
         try:
             w.run()
         except HpsClientError as error:
-            raise _fail(str(error)) from None
+            hint = AUTH_HINTS.get(error.status) if isinstance(error, ApiError) else None
+            raise _fail(str(error) if hint is None else f"{error}\n{hint}") from None
         console.print(repr(w))
+
+
+def _worker_per_gpu(
+    gpus: str,
+    url: str,
+    token: str | None,
+    once: bool,
+    max_trials: int | None,
+    burst: bool,
+    poll: float,
+    threads: int | None,
+) -> None:
+    import torch
+
+    from hps.gpus import GpuSpecError, child_commands, parse_gpus, supervise
+
+    try:
+        indices = parse_gpus(gpus, torch.cuda.device_count())
+    except GpuSpecError as error:
+        raise _fail(str(error)) from None
+    # The token travels in the environment, never on a command line (where `ps` shows it).
+    if token:
+        os.environ["HPS_TOKEN"] = token
+    args = ["--url", url, "--poll", str(poll)]
+    args += ["--once"] if once else []
+    args += ["--burst"] if burst else []
+    args += ["--max-trials", str(max_trials)] if max_trials else []
+    console.print(f"starting {len(indices)} worker(s) on GPU(s) {', '.join(map(str, indices))}")
+    raise typer.Exit(supervise(child_commands(args, indices, threads)))
 
 
 @app.command()
 def submit(
     spec: Annotated[Path, typer.Argument(help="Study spec, YAML or JSON.", exists=False)],
     url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until the study finishes.")] = False,
 ) -> None:
     """Submit a study; prints its id (and, with --wait, its result)."""
     body = _load_spec(spec)
-    with _client(url) as client:
+    with _client(url, token) as client:
         study = client.submit(body)
         out.print(study.id)
         if wait:
@@ -156,10 +209,22 @@ def submit(
 def status(
     study: Annotated[int, typer.Argument(help="Study id.")],
     url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
 ) -> None:
     """Show a study's state, trial counts and best trial."""
-    with _client(url) as client:
+    with _client(url, token) as client:
         _print_study(client.study(study))
+
+
+@app.command()
+def cancel(
+    study: Annotated[int, typer.Argument(help="Study id.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Stop a study: nothing more is leased, running trials stop at their next report."""
+    with _client(url, token) as client:
+        _print_study(client.cancel(study))
 
 
 @app.command()
@@ -180,18 +245,23 @@ def up(
     url = f"http://127.0.0.1:{port}"
     body = _load_spec(submit_spec) if submit_spec else None
     env = {**os.environ, "HPS_DATABASE_URL": database_url}
-    hps = [sys.executable, "-m", "hps"]
+    hps = HPS
     threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     children: list[subprocess.Popen[bytes]] = []
     try:
         serve = [*hps, "serve", "--port", str(port), "--log-level", "warning"]
         server = subprocess.Popen(serve, env=env)
         children.append(server)
-        _await_health(url, server)
+        try:
+            await_health(url, server)
+        except LocalServiceError as error:
+            raise _fail(str(error)) from None
         for _ in range(workers):
             cmd = [*hps, "worker", "--url", url, "--threads", threads, "--poll", "1"]
             children.append(subprocess.Popen(cmd, env=env))
         console.print(f"hps is up: API {url}/v1  docs {url}/docs  database {database_url}")
+        token_file = env.get("HPS_TOKEN_FILE", "hps.token")
+        console.print(f"dashboard {url}/dashboard (log in with the token in {token_file})")
         console.print(f"{workers} worker(s) with {threads} thread(s) each. Ctrl-C stops all.")
         if body is not None:
             with _client(url) as client:
@@ -204,57 +274,22 @@ def up(
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:
-        _stop(children)
-
-
-def _await_health(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    with Client(url, retries=0) as client:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise _fail(f"the service exited with code {server.returncode} (port in use?)")
-            if client.health():
-                return
-            time.sleep(0.2)
-    raise _fail(f"the service did not answer at {url} within {timeout_s:g} s")
-
-
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    # Workers first, so that a trial in hand is reported as interrupted while the API still runs.
-    for child in reversed(children):
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(children)
 
 
 def _finish(client: Client, study_id: int, poll_s: float = 2.0) -> None:
-    """Wait for the study to finish, showing progress; exit 1 if no trial completed."""
-    study = _watch(client, study_id, poll_s)
+    """Wait for the study to finish, showing progress; exit 1 if no trial completed.
+
+    Ctrl-C stops the waiting, not the study (exit code 130, as for any interrupted command).
+    """
+    try:
+        study = watch(client, study_id, console, poll_s)
+    except StoppedWatching as stopped:
+        console.print(str(stopped))
+        raise typer.Exit(130) from None
     _print_study(study)
     if study.counts.completed == 0:
         raise typer.Exit(1)
-
-
-def _watch(client: Client, study_id: int, poll_s: float) -> StudyRead:
-    last = ""
-    while True:
-        study = client.study(study_id)
-        c = study.counts
-        done = c.completed + c.pruned + c.failed - c.retried
-        best = "—" if study.best_trial is None else f"{study.best_trial.value:.4g}"
-        line = (
-            f"study {study.id}: {done}/{study.spec.n_trials} done "
-            f"({c.running} running, {c.failed} failed), best {best}"
-        )
-        if line != last:
-            console.print(line)
-            last = line
-        if study.state == StudyState.FINISHED:
-            return study
-        time.sleep(poll_s)
 
 
 def _print_study(study: StudyRead) -> None:

@@ -1,8 +1,11 @@
 """A typed Python client for the hps service, used by the CLI and the workers.
 
     >>> from hps.client import Client
-    >>> with Client("http://127.0.0.1:8000") as hps:
+    >>> with Client("http://127.0.0.1:8000", token="hps_...") as hps:
     ...     study = hps.submit(spec)
+
+The token is sent as ``Authorization: Bearer``; ``hps.credentials.resolve_token`` finds the
+one the CLI would use (``HPS_TOKEN``, else the token file). Neither ``repr`` shows it.
 
 Errors::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Self
 
 import httpx
@@ -27,7 +31,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from api_schemas import (
     ErrorBody,
+    Heartbeat,
     IntermediateReport,
+    LeaseRenewal,
     LeaseRequest,
     PruneDecision,
     StudyRead,
@@ -35,6 +41,8 @@ from api_schemas import (
     TrialRead,
     TrialResult,
 )
+from api_schemas.analysis import Analysis
+from api_schemas.tokens import Scope, TokenCreate, TokenCreated, TokenRead
 
 RETRY_STATUS = frozenset({502, 503, 504})
 
@@ -61,6 +69,7 @@ class Client:
         self,
         url: str,
         *,
+        token: str | None = None,
         timeout_s: float = 30.0,
         retries: int = 6,
         backoff_s: float = 0.5,
@@ -69,11 +78,19 @@ class Client:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        # The token lives only in the headers, which httpx never shows in a repr.
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, transport=transport, headers=headers
+        )
         self._retries = retries
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
+
+    def __repr__(self) -> str:
+        authenticated = "Authorization" in self._http.headers
+        return f"<Client {self.url}{' with a token' if authenticated else ''}>"
 
     def __enter__(self) -> Self:
         return self
@@ -97,9 +114,22 @@ class Client:
     def studies(self) -> list[StudyRead]:
         return TypeAdapter(list[StudyRead]).validate_python(self._call("GET", "/v1/studies"))
 
+    def cancel(self, study_id: int) -> StudyRead:
+        """Stop a study; its trials so far are kept."""
+        return StudyRead.model_validate(self._call("POST", f"/v1/studies/{study_id}/cancel"))
+
     def trials(self, study_id: int) -> list[TrialRead]:
         data = self._call("GET", f"/v1/studies/{study_id}/trials")
         return TypeAdapter(list[TrialRead]).validate_python(data)
+
+    def analysis(self, study_id: int) -> Analysis:
+        """The study's warmup-sensitivity analysis and verdict."""
+        return Analysis.model_validate(self._call("GET", f"/v1/studies/{study_id}/analysis"))
+
+    def report_html(self, study_id: int) -> str:
+        """The study's report: a self-contained HTML page."""
+        page: str = self._call("GET", f"/v1/studies/{study_id}/report")
+        return page
 
     def health(self) -> bool:
         try:
@@ -119,15 +149,47 @@ class Client:
         data = self._call("POST", f"/v1/trials/{trial_id}/reports", report.model_dump(mode="json"))
         return PruneDecision.model_validate(data).prune
 
+    def heartbeat(self, trial_id: int, lease_token: str) -> datetime:
+        """Renew the lease on a trial still training; returns when it now expires.
+
+        Retried once only: the next heartbeat is a third of a lease away anyway, and a
+        heartbeat thread stuck in a long backoff could not stop promptly with its trial.
+        """
+        body = Heartbeat(lease_token=lease_token).model_dump(mode="json")
+        data = self._call("POST", f"/v1/trials/{trial_id}/heartbeat", body, retries=1)
+        return LeaseRenewal.model_validate(data).lease_expires_at
+
     def complete(self, trial_id: int, result: TrialResult) -> TrialRead:
         data = self._call("POST", f"/v1/trials/{trial_id}/complete", result.model_dump(mode="json"))
         return TrialRead.model_validate(data)
 
+    # -- tokens (admin) ------------------------------------------------------------------------
+
+    def create_token(self, name: str, scopes: list[Scope]) -> TokenCreated:
+        """A new token; the answer holds its secret, which the service never shows again."""
+        body = TokenCreate(name=name, scopes=scopes).model_dump(mode="json")
+        return TokenCreated.model_validate(self._call("POST", "/v1/tokens", body, idempotent=False))
+
+    def tokens(self) -> list[TokenRead]:
+        return TypeAdapter(list[TokenRead]).validate_python(self._call("GET", "/v1/tokens"))
+
+    def revoke_token(self, token_id: int) -> TokenRead:
+        return TokenRead.model_validate(self._call("DELETE", f"/v1/tokens/{token_id}"))
+
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None, *, idempotent: bool = True) -> Any:
-        for attempt in range(self._retries + 1):
-            last = attempt == self._retries
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        idempotent: bool = True,
+        retries: int | None = None,
+    ) -> Any:
+        retries = self._retries if retries is None else min(retries, self._retries)
+        for attempt in range(retries + 1):
+            last = attempt == retries
             try:
                 response = self._http.request(method, path, json=body)
             except httpx.ConnectError as error:
@@ -151,7 +213,8 @@ def _decode(response: httpx.Response) -> Any:
     if response.status_code == 204:
         return None
     if response.is_success:
-        return response.json()
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        return response.json() if is_json else response.text
     try:
         body = ErrorBody.model_validate(response.json())
     except ValueError:

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Response, status
 
 from api_schemas import (
     ErrorBody,
+    Heartbeat,
     IntermediateReport,
+    LeaseRenewal,
     LeaseRequest,
     PruneDecision,
     StudyRead,
@@ -15,10 +17,14 @@ from api_schemas import (
     TrialRead,
     TrialResult,
 )
-from service.deps import LeasesDep, StudiesDep
+from api_schemas.tokens import TokenCreate, TokenCreated, TokenRead
+from service.deps import Id, LeasesDep, StudiesDep, TokensDep
 
 _errors: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "no token, or an unknown or revoked one"},
+    403: {"model": ErrorBody, "description": "the token lacks the scope this route needs"},
     404: {"model": ErrorBody, "description": "unknown id"},
+    413: {"model": ErrorBody, "description": "the body is larger than HPS_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "invalid request; each error names its field"},
 }
 _lease_errors: dict[int | str, dict[str, object]] = {
@@ -28,6 +34,7 @@ _lease_errors: dict[int | str, dict[str, object]] = {
 
 studies = APIRouter(prefix="/v1/studies", tags=["studies"], responses=_errors)
 trials = APIRouter(prefix="/v1", tags=["workers"], responses=_lease_errors)
+tokens = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=_errors)
 health = APIRouter(prefix="/v1", tags=["health"])
 
 
@@ -43,14 +50,23 @@ def list_studies(domain: StudiesDep) -> list[StudyRead]:
 
 
 @studies.get("/{study_id}")
-def get_study(study_id: int, domain: StudiesDep) -> StudyRead:
+def get_study(study_id: Id, domain: StudiesDep) -> StudyRead:
     """A study with its trial counts and its best trial so far."""
     return domain.read(study_id)
 
 
 @studies.get("/{study_id}/trials")
-def list_trials(study_id: int, domain: StudiesDep) -> list[TrialRead]:
+def list_trials(study_id: Id, domain: StudiesDep) -> list[TrialRead]:
     return domain.trials(study_id)
+
+
+@studies.post("/{study_id}/cancel")
+def cancel_study(study_id: Id, domain: StudiesDep) -> StudyRead:
+    """Stop a study: nothing more is leased; running trials are pruned at their next report.
+
+    Cancelling a study that already ended changes nothing and returns it as it is.
+    """
+    return domain.cancel(study_id)
 
 
 @trials.post(
@@ -65,15 +81,39 @@ def lease_trial(request: LeaseRequest, domain: LeasesDep) -> TrialAssignment | R
 
 
 @trials.post("/trials/{trial_id}/reports")
-def report(trial_id: int, body: IntermediateReport, domain: LeasesDep) -> PruneDecision:
+def report(trial_id: Id, body: IntermediateReport, domain: LeasesDep) -> PruneDecision:
     """Record an intermediate value; renews the lease; says whether to prune the trial."""
     return PruneDecision(prune=domain.report(trial_id, body))
 
 
+@trials.post("/trials/{trial_id}/heartbeat")
+def heartbeat(trial_id: Id, body: Heartbeat, domain: LeasesDep) -> LeaseRenewal:
+    """Renew the lease while training between reports (send one every lease_seconds / 3)."""
+    return LeaseRenewal(lease_expires_at=domain.heartbeat(trial_id, body.lease_token))
+
+
 @trials.post("/trials/{trial_id}/complete")
-def complete(trial_id: int, body: TrialResult, domain: LeasesDep) -> TrialRead:
+def complete(trial_id: Id, body: TrialResult, domain: LeasesDep) -> TrialRead:
     """Finish a trial. Sending the same result again returns the same answer."""
     return domain.complete(trial_id, body)
+
+
+@tokens.post("", status_code=status.HTTP_201_CREATED)
+def create_token(request: TokenCreate, domain: TokensDep) -> TokenCreated:
+    """Create a token. Its secret is in this answer only: the service keeps just a hash."""
+    return domain.create(request)
+
+
+@tokens.get("")
+def list_tokens(domain: TokensDep) -> list[TokenRead]:
+    """Every token, revoked ones included; never a secret."""
+    return domain.all()
+
+
+@tokens.delete("/{token_id}")
+def revoke_token(token_id: Id, domain: TokensDep) -> TokenRead:
+    """Revoke a token: from now on it is refused (401). Revoking it again changes nothing."""
+    return domain.revoke(token_id)
 
 
 @health.get("/health")

@@ -1,0 +1,110 @@
+"""The warmup-sensitivity analysis of a study: ``analyse(...) -> api_schemas.analysis.Analysis``.
+
+The pipeline, one module each::
+
+    cells       Optuna trials -> outcome arrays loss[arm, lr, warmup, seed], failures counted
+    regret      cross-fitted best losses, paired seed bootstrap (numpy, no per-trial loops)
+    estimates   per workload: best at w=0, best overall, best at each untuned warmup; regret
+    rates       Wilson intervals for failure rates
+    importance  Optuna's PED-ANOVA importance of warmup within an arm
+    summary     one arm in numbers (ArmAnalysis)
+    verdict     REMOVES / NEEDS / INCONCLUSIVE / INVALID, and the Ma & Yarats comparison
+    statement   the answer in one paragraph
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from optuna.trial import FrozenTrial
+
+from api_schemas import StudySpec
+from api_schemas.analysis import Analysis, Verdict, WorkloadAnalysis
+from service.analysis import cells, verdict
+from service.analysis.estimates import Resampling, estimate
+from service.analysis.statement import statement
+from service.analysis.summary import arm_analysis
+
+__all__ = ["analyse"]
+
+Role = Literal["subject", "negative", "contrast"]
+
+FREE_SEARCH = (
+    "the verdict needs a balanced grid (sampler: {{type: grid}}, lr and warmup as categorical "
+    "values with 0 among the warmups). {sampler} search puts trials where it expects good "
+    "results, so the arms are not measured on the same cells and seeds, failures are "
+    "under-sampled, and best-over-lr comparisons between arms are biased"
+)
+
+
+def analyse(study_id: int, name: str, spec: StudySpec, trials: Sequence[FrozenTrial]) -> Analysis:
+    """Analyse ``trials`` of the study ``spec``. Deterministic: the bootstrap is seeded."""
+    start = time.perf_counter()
+    analysis = analyse_outcomes(study_id, name, spec, cells.build(spec, trials))
+    analysis.seconds = time.perf_counter() - start
+    return analysis
+
+
+def analyse_outcomes(
+    study_id: int,
+    name: str,
+    spec: StudySpec,
+    outcomes: list[cells.Outcomes],
+    *,
+    importance: bool = True,
+) -> Analysis:
+    """The analysis of outcome arrays (one per workload of ``spec``, subject first).
+
+    ``importance=False`` skips Optuna's importance (descriptive and the slowest part), for
+    simulations that analyse thousands of studies.
+    """
+    seeds = len(spec.seeds)
+    grid = spec.sampler.type == "grid"
+    resampling = Resampling.draw(seeds, spec.analysis.bootstrap)
+    roles: list[Role] = ["subject", *(c.role for c in spec.controls)]
+    measured = []
+    for workload_outcomes, role in zip(outcomes, roles, strict=True):
+        estimates = estimate(workload_outcomes, resampling) if grid else None
+        arms = [
+            arm_analysis(workload_outcomes, a, estimates, seeds, importance=importance)
+            for a in range(len(workload_outcomes.arms))
+        ]
+        workload = WorkloadAnalysis(
+            label=workload_outcomes.label,
+            role=role,
+            workload=workload_outcomes.workload.name,
+            chance_loss=workload_outcomes.chance,
+            counts=workload_outcomes.counts,
+            arms=arms,
+        )
+        measured.append(verdict.Measured(workload_outcomes, estimates, workload))
+
+    decided = (
+        verdict.decide(spec, measured, seeds)
+        if grid
+        else FREE_SEARCH.format(sampler=spec.sampler.type.upper())
+    )
+    the_verdict = decided if isinstance(decided, Verdict) else None
+    unavailable = decided if isinstance(decided, str) else None
+    comparisons = (
+        [] if the_verdict is None else verdict.ma_yarats(measured, the_verdict.margin, seeds)
+    )
+    workloads = [m.analysis for m in measured]
+    counts = [w.counts for w in workloads]
+    assert spec.n_trials is not None
+    return Analysis(
+        study_id=study_id,
+        study_name=name,
+        design="grid" if grid else "free",
+        complete=all(c.pending == 0 for c in counts)
+        and sum(c.trials for c in counts) >= spec.n_trials,
+        seeds=spec.seeds,
+        bootstrap=spec.analysis.bootstrap,
+        workloads=workloads,
+        verdict=the_verdict,
+        verdict_unavailable=unavailable,
+        ma_yarats=comparisons,
+        statement=statement(the_verdict, unavailable, workloads, comparisons),
+    )

@@ -1,0 +1,267 @@
+"""The outcome array: every (arm, lr, warmup, seed) result of one workload, failures included.
+
+Arms, warmup labels and outcomes are defined in ``api_schemas.analysis``. This module reads
+Optuna's trials once (one Python pass, unavoidable: each trial's attributes are a dict) into
+flat numpy arrays, then scatters them into ``loss[arm, lr, warmup, seed]``. Trials that land in
+the same cell (free search, or a grid naming the same warmup twice) are averaged seed by seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaState
+
+from api_schemas import WARMUP_SCHEDULES, WORKLOAD_PARAM, FloatParam, Scalar, StudySpec, Workload
+from api_schemas.analysis import OutcomeCounts
+from api_schemas.search_space import values_of
+from service import trials as tv
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+NOT_ARM = frozenset({"lr", "warmup_steps", "warmup_schedule", WORKLOAD_PARAM})
+"""Parameters that are axes of the design, never part of an arm."""
+W0 = "0"
+"""The warmup label of no warmup."""
+LR_BINS = 8
+"""A continuous lr (free search) is binned into this many log-spaced bins."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An optimizer plus the values of the arm parameters a trial took (see the module doc)."""
+
+    optimizer: str
+    settings: tuple[tuple[str, Scalar], ...]
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.settings)
+        return f"{self.optimizer} · {extra}" if extra else self.optimizer
+
+
+@dataclass
+class Outcomes:
+    """One workload's results on the design's axes. Missing cells hold NaN and count 0."""
+
+    label: str
+    workload: Workload
+    chance: float
+    arms: list[Arm]
+    lrs: Floats
+    warmups: list[str]
+    loss: Floats
+    """(arm, lr, warmup, seed): mean over the cell's trials of the seed's clipped loss."""
+    runs: Ints
+    """(arm, lr, warmup): seed runs counted."""
+    failures: Ints
+    """(arm, lr, warmup): failed seed runs among them."""
+    cell_trial: Ints
+    """(arm, lr, warmup): index into ``trials`` of the cell's last counted trial, or -1."""
+    trials: list[FrozenTrial]
+    counts: OutcomeCounts
+
+    @property
+    def w0(self) -> int | None:
+        """The index of w=0 on the warmup axis, if the design has it."""
+        return self.warmups.index(W0) if W0 in self.warmups else None
+
+
+def warmup_label(params: Mapping[str, Any]) -> str:
+    """The warmup a trial ran: "0", a number of linear steps, or an untuned schedule's name."""
+    steps = int(params.get("warmup_steps", 0))
+    if params.get("optimizer") == "adam_warmup_reference":
+        return str(steps)  # it warms up inside the optimizer and ignores the schedule
+    schedule = params.get("warmup_schedule", "linear")
+    if schedule == "none":
+        return W0
+    if schedule == "linear":
+        return str(steps)
+    return str(schedule)
+
+
+def _warmup_order(label: str) -> tuple[int, float]:
+    """Lengths in steps first, shortest first; then schedules in WARMUP_SCHEDULES order."""
+    if label.isdigit():
+        return 0, float(label)
+    return 1, float(WARMUP_SCHEDULES.index(label) if label in WARMUP_SCHEDULES else 99)
+
+
+def arm_params(spec: StudySpec) -> list[str]:
+    """Search-space parameters that make up an arm: finite-valued and varying, in spec order."""
+    names = []
+    for name, param in spec.search_space.items():
+        values = values_of(param)
+        if name != "optimizer" and name not in NOT_ARM and values is not None and len(values) > 1:
+            names.append(name)
+    return names
+
+
+def chance_loss(workload: Workload, observed: Floats) -> float:
+    """ln(classes) for the built-in workloads; for a plugin, the worst loss seen (its failures
+    report the chance loss)."""
+    vocab = getattr(workload.config, "vocab", None)
+    if isinstance(vocab, int):
+        return math.log(vocab)
+    if workload.name.startswith("digits_"):
+        return math.log(10)
+    finite = observed[np.isfinite(observed)]
+    return float(finite.max()) if finite.size else math.nan
+
+
+def _lr_key(spec: StudySpec, lrs: Floats) -> Floats:
+    param = spec.search_space.get("lr")
+    if not isinstance(param, FloatParam) or lrs.size == 0:
+        return lrs
+    low, high = (
+        (math.log(param.low), math.log(param.high)) if param.log else (param.low, param.high)
+    )
+    x = np.log(lrs) if param.log else lrs
+    width = (high - low) / LR_BINS or 1.0
+    index = np.clip(np.floor((x - low) / width), 0, LR_BINS - 1)
+    centre = low + (index + 0.5) * width
+    return np.exp(centre) if param.log else centre
+
+
+@dataclass
+class _Rows:
+    """Counted trials of one workload as parallel lists, before they become arrays."""
+
+    arms: list[Arm] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    warmups: list[str] = field(default_factory=list)
+    loss: list[list[float]] = field(default_factory=list)
+    failed: list[list[bool]] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    failed_kinds: Counter[str] = field(default_factory=Counter)
+
+
+def _read(trial: FrozenTrial, seeds: list[int], rows: _Rows, arm_names: list[str]) -> None:
+    """Count one trial into ``rows`` (or only its state, if it is not counted)."""
+    if trial.state in (OptunaState.WAITING, OptunaState.RUNNING):
+        rows.counts["pending"] += 1
+        return
+    if trial.state == OptunaState.FAIL and tv.is_retried(trial):
+        rows.counts["superseded"] += 1
+        return
+    params = trial.params
+    if "optimizer" not in params or "lr" not in params:
+        # Failed before its parameters were drawn: a failure, but of no cell.
+        failure = trial.user_attrs.get(tv.ATTR_FAILURE) or {}
+        rows.failed_kinds[str(failure.get("kind", "unknown"))] += 1
+        return
+    by_seed = {int(s["seed"]): s for s in trial.user_attrs.get(tv.ATTR_SEEDS, [])}
+    if trial.state == OptunaState.COMPLETE:
+        rows.counts["completed"] += 1
+        loss = [float(by_seed[s]["loss"]) if s in by_seed else math.nan for s in seeds]
+        failed = [s not in by_seed or bool(by_seed[s]["diverged"]) for s in seeds]
+        rows.counts["diverged"] += sum(bool(by_seed[s]["diverged"]) for s in seeds if s in by_seed)
+    else:  # pruned, or failed for good: every seed is a failure at the chance loss
+        if trial.state == OptunaState.PRUNED:
+            rows.counts["pruned"] += 1
+        else:
+            failure = trial.user_attrs.get(tv.ATTR_FAILURE) or {}
+            rows.failed_kinds[str(failure.get("kind", "unknown"))] += 1
+        loss = [math.nan] * len(seeds)
+        failed = [True] * len(seeds)
+    settings = tuple((n, params[n]) for n in arm_names if n in params)
+    rows.arms.append(Arm(str(params.get("optimizer")), settings))
+    rows.lrs.append(float(params["lr"]))
+    rows.warmups.append(warmup_label(params))
+    rows.loss.append(loss)
+    rows.failed.append(failed)
+    rows.index.append(len(rows.index))
+
+
+def _arm_order(spec: StudySpec, arm: Arm) -> tuple[int, ...]:
+    def rank(name: str, value: object) -> int:
+        values = values_of(spec.search_space[name]) or []
+        return values.index(value) if value in values else len(values)
+
+    return (rank("optimizer", arm.optimizer), *(rank(n, v) for n, v in arm.settings))
+
+
+def build(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Outcomes]:
+    """The outcome array of every workload of ``spec``, subject first, from its trials."""
+    arm_names = arm_params(spec)
+    labels = list(spec.workloads)
+    rows = {label: _Rows() for label in labels}
+    kept: dict[str, list[FrozenTrial]] = {label: [] for label in labels}
+    for trial in trials:
+        # A waiting trial's parameters are still Optuna's "fixed_params" of the enqueued cell.
+        waiting = trial.state == OptunaState.WAITING
+        params = trial.system_attrs.get("fixed_params", {}) if waiting else trial.params
+        label = str(params.get(WORKLOAD_PARAM, labels[0]))
+        if label not in rows:
+            continue
+        before = len(rows[label].index)
+        _read(trial, spec.seeds, rows[label], arm_names)
+        if len(rows[label].index) > before:
+            kept[label].append(trial)
+    return [_scatter(spec, label, rows[label], kept[label]) for label in labels]
+
+
+def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]) -> Outcomes:
+    workload = spec.workload_for(label)
+    seeds = len(spec.seeds)
+    loss = np.asarray(rows.loss, dtype=np.float64).reshape(-1, seeds)
+    failed = np.asarray(rows.failed, dtype=bool).reshape(-1, seeds)
+    chance = chance_loss(workload, loss)
+    # Failures record the chance loss whatever they reported; no loss is worse than chance.
+    loss = np.where(failed | np.isnan(loss), chance, np.minimum(loss, chance))
+
+    arms = sorted(set(rows.arms), key=lambda a: _arm_order(spec, a))
+    lr_keys = _lr_key(spec, np.asarray(rows.lrs, dtype=np.float64))
+    lrs = np.unique(lr_keys)
+    warmups = sorted(set(rows.warmups), key=_warmup_order)
+    a = np.asarray([arms.index(arm) for arm in rows.arms], dtype=np.int64)
+    li = np.searchsorted(lrs, lr_keys).astype(np.int64)
+    wi = np.asarray([warmups.index(w) for w in rows.warmups], dtype=np.int64)
+
+    shape = (len(arms), len(lrs), len(warmups))
+    n = np.zeros(shape, dtype=np.int64)
+    np.add.at(n, (a, li, wi), 1)
+    total = np.zeros((*shape, seeds))
+    np.add.at(total, (a, li, wi), loss)
+    fails = np.zeros(shape, dtype=np.int64)
+    np.add.at(fails, (a, li, wi), failed.sum(axis=1))
+    cell_trial = np.full(shape, -1, dtype=np.int64)
+    cell_trial[a, li, wi] = np.asarray(rows.index, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / n[..., None]
+
+    c = rows.counts
+    counts = OutcomeCounts(
+        trials=len(rows.index),
+        completed=c["completed"],
+        pruned=c["pruned"],
+        failed=dict(rows.failed_kinds),
+        superseded=c["superseded"],
+        pending=c["pending"],
+        seed_runs=int(failed.size),
+        failed_seed_runs=int(failed.sum()),
+        diverged_seeds=c["diverged"],
+    )
+    return Outcomes(
+        label=label,
+        workload=workload,
+        chance=chance,
+        arms=arms,
+        lrs=lrs,
+        warmups=warmups,
+        loss=mean,
+        runs=n * seeds,
+        failures=fails,
+        cell_trial=cell_trial,
+        trials=trials,
+        counts=counts,
+    )
