@@ -8,16 +8,31 @@ import logging
 from collections.abc import AsyncIterator
 
 import optuna
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service import http_errors, routes
+from api_schemas.tokens import Scope
+from service import analysis_routes, dashboard, http_errors, routes
+from service.auth import Require
 from service.leases import Leases
+from service.limits import BodySizeLimit, SpecLimits
 from service.settings import Settings
 from service.store import Store
 from service.studies import Clock, Studies, utc_now
+from service.tokens import Tokens
 
 log = logging.getLogger("hps.service")
+
+# Who may call what. Every router is mounted from this table, so none goes without a check (and
+# tests/service/test_auth_matrix.py fails on any route that answers without a token).
+ROUTERS: list[tuple[APIRouter, Require | None]] = [
+    (routes.studies, Require(Scope.READ, writes=Scope.SUBMIT)),
+    (routes.trials, Require(Scope.WORKER)),
+    (routes.tokens, Require(Scope.ADMIN)),
+    (analysis_routes.router, Require(Scope.READ)),
+    (routes.health, None),  # public: load balancers and `hps up` probe it
+    (dashboard.login, None),  # public: the form checks the token it is given
+]
 
 
 async def _reap(leases: Leases, interval_s: float) -> None:
@@ -37,7 +52,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     settings = settings or Settings()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = Store(settings.database_url)
-    studies = Studies(store, clock)
+    studies = Studies(
+        store,
+        clock,
+        limits=SpecLimits(
+            max_trials=settings.max_trials,
+            max_grid_cells=settings.max_grid_cells,
+            max_seeds_per_trial=settings.max_seeds_per_trial,
+        ),
+    )
+    tokens = Tokens(store, clock)
     leases = Leases(
         store,
         studies,
@@ -48,6 +72,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.auth:
+            tokens.ensure_admin_file(settings.token_file)
         reaper = asyncio.create_task(_reap(leases, settings.reaper_interval_s))
         try:
             yield
@@ -65,7 +91,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     app.state.store = store
     app.state.studies = studies
     app.state.leases = leases
+    app.state.tokens = tokens
     http_errors.install(app)
-    for router in (routes.studies, routes.trials, routes.health):
-        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router, check in ROUTERS:
+        app.include_router(
+            router,
+            dependencies=[] if check is None else [Depends(check)],
+            responses=http_errors.documented(authenticated=check is not None),
+        )
+    # After the routers, so that /dashboard/login is theirs; guarded by the mounts themselves.
+    dashboard.mount(app, store.optuna_storage)
     return app

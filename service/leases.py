@@ -25,7 +25,8 @@ from typing import cast
 
 import optuna
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from api_schemas import (
     Failure,
@@ -33,6 +34,7 @@ from api_schemas import (
     IntermediateReport,
     LeaseRequest,
     Scalar,
+    StudyState,
     TrialAssignment,
     TrialRead,
     TrialResult,
@@ -42,10 +44,10 @@ from api_schemas.search_space import (
     FixedParam,
     FloatParam,
     IntParam,
-    Param,
     is_active,
     sampling_order,
 )
+from api_schemas.studies import WORKLOAD_PARAM, StudySpec
 from service import trials as tv
 from service.errors import InvalidResult, LeaseConflict, NotFound
 from service.models import LeaseRow
@@ -81,9 +83,10 @@ class Leases:
         self._lease_for = timedelta(seconds=lease_seconds)
         self._max_attempts = max_attempts
         self._clock = clock
-        # Lease, complete and expire each read trial counts and then write: one at a time in
-        # this process, so a study never hands out more than n_trials and a trial never ends
-        # twice. (Several replicas on PostgreSQL will need row locks instead.)
+        # Lease, complete and expire each read and then write: one at a time in this process,
+        # so a study never hands out more than n_trials and a trial never ends twice. Replicas
+        # on PostgreSQL also take turns through row locks: the study's row around a lease, the
+        # lease's row around a completion or an expiry (see Store.lock_study).
         self._lock = threading.Lock()
 
     def lease(self, request: LeaseRequest) -> TrialAssignment | None:
@@ -93,23 +96,31 @@ class Leases:
             candidates = []
             for study_id in self._studies.running_ids():
                 handle = self._studies.handle(study_id)
-                trials = self._studies.optuna_study(handle).get_trials(deepcopy=False)
-                running = sum(t.state == OptunaState.RUNNING for t in trials)
-                waiting = any(t.state == OptunaState.WAITING for t in trials)
-                assert handle.spec.n_trials is not None
-                if waiting or tv.budget_used(trials) < handle.spec.n_trials:
-                    candidates.append((running, study_id, handle))
-            if not candidates:
-                return None
+                counts = self._store.trial_counts(study_id)
+                if counts.has_work(_n_trials(handle)):
+                    candidates.append((counts.running, study_id, handle))
             # Fair share: the study with the fewest trials in flight goes first.
-            _, _, handle = min(candidates, key=lambda c: (c[0], c[1]))
-            return self._start_trial(handle, request)
+            for _, _, handle in sorted(candidates, key=lambda c: (c[0], c[1])):
+                assignment = self._start_trial(handle, request)
+                if assignment is not None:
+                    return assignment
+            return None
 
-    def _start_trial(self, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment:
+    def _start_trial(self, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment | None:
+        """Ask Optuna for a trial of ``handle`` and lease it, or None if another replica took the
+        study's last trial since it was counted."""
+        with self._store.session() as session:
+            # The study's row is held from the budget check until the lease is committed.
+            self._store.lock_study(session, handle.id)
+            if not self._store.trial_counts(handle.id).has_work(_n_trials(handle)):
+                return None
+            return self._ask(session, handle, request)
+
+    def _ask(self, session: Session, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment:
         study = self._studies.optuna_study(handle)
         trial = study.ask()
         try:
-            params = _suggest(trial, handle.spec.search_space)
+            params = _suggest(trial, handle.spec)
         except Exception as error:
             # Never leave a RUNNING trial without a lease: nothing would ever reap it.
             failure = Failure(kind=FailureKind.ERROR, message=f"sampling failed: {error}")
@@ -117,23 +128,21 @@ class Leases:
             study.tell(trial, state=OptunaState.FAIL)
             raise
         attempt = int(trial.user_attrs.get(tv.ATTR_ATTEMPT, 1))
-        trial.set_user_attr(tv.ATTR_ATTEMPT, attempt)
-        trial.set_user_attr(tv.ATTR_WORKER, request.worker_id)
-        trial.set_user_attr(tv.ATTR_DEVICE, request.device)
+        attrs = {tv.ATTR_ATTEMPT: attempt, tv.ATTR_WORKER: request.worker_id}
+        self._store.set_trial_user_attrs(trial._trial_id, {**attrs, tv.ATTR_DEVICE: request.device})
         token = secrets.token_urlsafe(32)
         expires_at = self._clock() + self._lease_for
-        with self._store.session() as session:
-            session.add(
-                LeaseRow(
-                    trial_id=trial._trial_id,
-                    study_id=handle.id,
-                    token_hash=_hash(token),
-                    worker_id=request.worker_id,
-                    device=request.device,
-                    attempt=attempt,
-                    expires_at=expires_at,
-                )
+        session.add(
+            LeaseRow(
+                trial_id=trial._trial_id,
+                study_id=handle.id,
+                token_hash=_hash(token),
+                worker_id=request.worker_id,
+                device=request.device,
+                attempt=attempt,
+                expires_at=expires_at,
             )
+        )
         spec = handle.spec
         return TrialAssignment(
             trial_id=trial._trial_id,
@@ -143,10 +152,11 @@ class Leases:
             lease_expires_at=expires_at,
             attempt=attempt,
             params=params,
-            workload=spec.workload,
+            workload=spec.workload_for(params.get(WORKLOAD_PARAM)),
             seeds=spec.seeds,
             metric=spec.objective.metric,
             time_limit_s=spec.trial_time_limit_s,
+            lease_seconds=self._lease_for.total_seconds(),
         )
 
     def report(self, trial_id: int, report: IntermediateReport) -> bool:
@@ -154,55 +164,102 @@ class Leases:
         lease = self._live_lease(trial_id, report.lease_token)
         handle = self._studies.handle(lease.study_id)
         study = self._studies.optuna_study(handle)
-        trial = optuna.trial.Trial(study, trial_id)
-        try:
-            trial.report(report.value, report.step)
-        except RuntimeError as finished:  # the trial ended meanwhile (expired or completed)
-            raise LeaseConflict(f"trial {trial_id} is no longer running") from finished
-        with self._store.session() as session:
-            row = session.get(LeaseRow, trial_id)
-            assert row is not None
-            row.expires_at = self._clock() + self._lease_for
-            row.last_step = report.step
+        # Straight to the storage rather than through optuna.Trial, which reads the trial once to
+        # build itself and again to decide pruning: a third of a report's cost.
+        storage = study._storage
+        frozen = storage.get_trial(trial_id)
+        if frozen.state.is_finished():
+            raise LeaseConflict(f"trial {trial_id} is no longer running")
+        # As optuna.Trial.report does: a step reported twice keeps its first value.
+        if report.step not in frozen.intermediate_values:
+            try:
+                storage.set_trial_intermediate_value(trial_id, report.step, report.value)
+            except RuntimeError as finished:  # it ended meanwhile (expired or completed)
+                raise LeaseConflict(f"trial {trial_id} is no longer running") from finished
+        self._renew(trial_id, report.lease_token, last_step=report.step)
+        if self._studies.state(lease.study_id) == StudyState.CANCELLED:
+            return True  # stop now; the worker completes it as pruned with what it has
         # Never prune inside the trial's own warmup: its loss there says nothing yet.
-        warmup = int(trial.params.get("warmup_steps", 0))
-        return report.step >= warmup and trial.should_prune()
+        warmup = int(frozen.params.get("warmup_steps", 0))
+        if report.step < warmup or isinstance(study.pruner, optuna.pruners.NopPruner):
+            return False
+        return study.pruner.prune(study, storage.get_trial(trial_id))
+
+    def heartbeat(self, trial_id: int, token: str) -> datetime:
+        """Renew the lease of a worker that is still training; returns the new expiry."""
+        return self._renew(trial_id, token)
+
+    def _renew(self, trial_id: int, token: str, *, last_step: int | None = None) -> datetime:
+        """Push the lease's expiry out by a lease length, if it is still live under ``token``.
+
+        One conditional UPDATE, so a renewal and the reaper cannot both win: a lease the
+        reaper has seen expired is never renewed, and a renewed one is never reaped.
+        """
+        now = self._clock()
+        expires_at = now + self._lease_for
+        values: dict[str, object] = {"expires_at": expires_at}
+        if last_step is not None:
+            values["last_step"] = last_step
+        stmt = (
+            update(LeaseRow)
+            .where(
+                LeaseRow.trial_id == trial_id,
+                LeaseRow.token_hash == _hash(token),
+                LeaseRow.released.is_(False),
+                LeaseRow.expires_at > now,
+            )
+            .values(values)
+            .returning(LeaseRow.trial_id)
+        )
+        with self._store.session() as session:
+            renewed = session.scalar(stmt)
+        if renewed is None:
+            self._live_lease(trial_id, token)  # raises NotFound or LeaseConflict with the reason
+            raise LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
+        return expires_at
 
     def complete(self, trial_id: int, result: TrialResult) -> TrialRead:
         """Finish a trial with the worker's result. The same token and body give the same answer."""
-        with self._lock:
-            lease = self._lease(trial_id)
+        with self._lock, self._store.session() as session:
+            # The lease's row is held until this completion is recorded: a second completion or
+            # an expiry in another replica waits, then finds the outcome.
+            lease = self._lease(trial_id, session)
             if lease.token_hash != _hash(result.lease_token):
                 raise LeaseConflict(f"trial {trial_id} is leased under another token")
             handle = self._studies.handle(lease.study_id)
             study = self._studies.optuna_study(handle)
-            if lease.released:
+            frozen = study._storage.get_trial(trial_id)
+            # A finished trial under a live lease: the service died between ending the trial
+            # and releasing its lease (two transactions). Its result is recorded all the same.
+            if lease.released or frozen.state.is_finished():
                 # Either this worker's result is already recorded (answer as before), or the
                 # lease expired and the trial was failed and re-queued without it.
-                frozen = study._storage.get_trial(trial_id)
                 if _failure_kind(frozen) == FailureKind.LEASE_EXPIRED:
                     raise LeaseConflict(f"the lease on trial {trial_id} expired")
                 return tv.trial_read(handle.id, frozen)
-            if _aware(lease.expires_at) <= self._clock():
-                self._expire_locked()
-                raise LeaseConflict(f"the lease on trial {trial_id} expired")
-            self._finish(handle, study, lease, result)
-            self._studies.finish_if_done(handle)
-            return tv.trial_read(handle.id, study._storage.get_trial(trial_id))
+            expired = _aware(lease.expires_at) <= self._clock()
+            if expired:
+                self._expire_one(lease)
+            else:
+                self._finish(handle, study, lease, result)
+        self._studies.finish_if_done(handle)
+        if expired:
+            raise LeaseConflict(f"the lease on trial {trial_id} expired")
+        return tv.trial_read(handle.id, study._storage.get_trial(trial_id))
 
     def _finish(
         self, handle: StudyHandle, study: optuna.Study, lease: LeaseRow, result: TrialResult
     ) -> None:
         trial_id = lease.trial_id
         value = self._objective(handle, result) if result.state == "completed" else None
-        storage = study._storage
-        storage.set_trial_user_attr(
-            trial_id, tv.ATTR_SEEDS, [s.model_dump(mode="json") for s in result.seeds]
-        )
-        storage.set_trial_user_attr(trial_id, tv.ATTR_DEVICE, result.device)
-        storage.set_trial_user_attr(trial_id, tv.ATTR_TORCH, result.torch_version)
-        storage.set_trial_user_attr(trial_id, tv.ATTR_WALL_TIME, result.wall_time_s)
-        storage.set_trial_user_attr(trial_id, tv.ATTR_STEPS_PER_SECOND, result.steps_per_second)
+        attrs = {
+            tv.ATTR_SEEDS: [s.model_dump(mode="json") for s in result.seeds],
+            tv.ATTR_DEVICE: result.device,
+            tv.ATTR_TORCH: result.torch_version,
+            tv.ATTR_WALL_TIME: result.wall_time_s,
+            tv.ATTR_STEPS_PER_SECOND: result.steps_per_second,
+        }
+        self._store.set_trial_user_attrs(trial_id, attrs)
         if result.state == "completed":
             _tell(study, trial_id, values=value)
         elif result.state == "pruned":
@@ -210,10 +267,7 @@ class Leases:
         else:
             assert result.failure is not None
             self._fail(handle, study, lease, result.failure)
-        with self._store.session() as session:
-            row = session.get(LeaseRow, trial_id)
-            assert row is not None
-            row.released = True
+        lease.released = True  # committed with the caller's session, which holds the row
 
     def _objective(self, handle: StudyHandle, result: TrialResult) -> float:
         expected = sorted(handle.spec.seeds)
@@ -240,8 +294,18 @@ class Leases:
             storage.set_trial_user_attr(lease.trial_id, tv.ATTR_RETRIED, True)
         _tell(study, lease.trial_id, state=OptunaState.FAIL)
         if retry:
-            params = storage.get_trial(lease.trial_id).params
-            study.enqueue_trial(params, user_attrs={tv.ATTR_ATTEMPT: lease.attempt + 1})
+            failed = storage.get_trial(lease.trial_id)
+            past = {
+                "attempt": lease.attempt,
+                "kind": failure.kind.value,
+                "message": failure.message,
+                "worker_id": lease.worker_id,
+            }
+            history = [*failed.user_attrs.get(tv.ATTR_HISTORY, []), past]
+            study.enqueue_trial(
+                failed.params,
+                user_attrs={tv.ATTR_ATTEMPT: lease.attempt + 1, tv.ATTR_HISTORY: history},
+            )
 
     def expire(self) -> int:
         """Fail and re-queue every trial whose lease ran out; returns how many."""
@@ -250,27 +314,42 @@ class Leases:
 
     def _expire_locked(self) -> int:
         now = self._clock()
+        stmt = select(LeaseRow.trial_id).where(
+            LeaseRow.released.is_(False), LeaseRow.expires_at <= now
+        )
         with self._store.session() as session:
-            stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at <= now)
             stale = list(session.scalars(stmt).all())
-        for lease in stale:
-            handle = self._studies.handle(lease.study_id)
-            study = self._studies.optuna_study(handle)
-            if study._storage.get_trial(lease.trial_id).state == OptunaState.RUNNING:
-                message = f"lease expired: no word from worker {lease.worker_id!r} in time"
-                self._fail(
-                    handle, study, lease, Failure(kind=FailureKind.LEASE_EXPIRED, message=message)
-                )
+        expired = 0
+        for trial_id in stale:
             with self._store.session() as session:
-                row = session.get(LeaseRow, lease.trial_id)
-                assert row is not None
-                row.released = True
-            self._studies.finish_if_done(handle)
-        return len(stale)
+                lease = session.get(LeaseRow, trial_id, with_for_update=True)
+                # Under the row's lock, look again: another replica's reaper, a completion or a
+                # renewal may have come first, and then this one leaves the lease alone.
+                if lease is None or lease.released or _aware(lease.expires_at) > now:
+                    continue
+                self._expire_one(lease)
+            expired += 1
+            self._studies.finish_if_done(self._studies.handle(lease.study_id))
+        return expired
 
-    def _lease(self, trial_id: int) -> LeaseRow:
-        with self._store.session() as session:
-            lease = session.get(LeaseRow, trial_id)
+    def _expire_one(self, lease: LeaseRow) -> None:
+        """Fail the trial of an expired ``lease`` (row locked by the caller) and release it."""
+        handle = self._studies.handle(lease.study_id)
+        study = self._studies.optuna_study(handle)
+        if study._storage.get_trial(lease.trial_id).state == OptunaState.RUNNING:
+            message = f"lease expired: no word from worker {lease.worker_id!r} in time"
+            failure = Failure(kind=FailureKind.LEASE_EXPIRED, message=message)
+            self._fail(handle, study, lease, failure)
+        lease.released = True
+
+    def _lease(self, trial_id: int, session: Session | None = None) -> LeaseRow:
+        """The lease on ``trial_id``; with ``session``, read with its row locked until that
+        session ends."""
+        if session is not None:
+            lease = session.get(LeaseRow, trial_id, with_for_update=True)
+        else:
+            with self._store.session() as own:
+                lease = own.get(LeaseRow, trial_id)
         if lease is None:
             try:
                 self._store.optuna_storage.get_trial(trial_id)
@@ -286,6 +365,11 @@ class Leases:
         if lease.released or _aware(lease.expires_at) <= self._clock():
             raise LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
         return lease
+
+
+def _n_trials(handle: StudyHandle) -> int:
+    assert handle.spec.n_trials is not None  # the spec fills it in at validation
+    return handle.spec.n_trials
 
 
 def _tell(
@@ -304,9 +388,15 @@ def _failure_kind(trial: optuna.trial.FrozenTrial) -> str | None:
     return None if failure is None else failure.get("kind")
 
 
-def _suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Scalar]:
-    """Draw every active parameter, parents before the parameters conditional on them."""
+def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Scalar]:
+    """Draw every active parameter, parents before the parameters conditional on them.
+
+    A study with controls first draws which workload to train (a grid's cell fixes it).
+    """
     params: dict[str, Scalar] = {}
+    if spec.controls:
+        params[WORKLOAD_PARAM] = trial.suggest_categorical(WORKLOAD_PARAM, list(spec.workloads))
+    space = spec.search_space
     for name in sampling_order(space):
         param = space[name]
         if not is_active(param, params):

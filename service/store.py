@@ -2,24 +2,42 @@
 
 The service is the only process that opens the database (workers talk HTTP). On SQLite the
 file runs in WAL mode with a busy timeout so that readers never block the one writer and
-concurrent request threads wait instead of failing with "database is locked".
+concurrent request threads wait instead of failing with "database is locked". On PostgreSQL
+several service replicas may share the database: what must happen once across all of them is
+decided by row locks (``lock_study``, leases locked with ``with_for_update``), never in memory.
+
+hps's tables are created and upgraded by Alembic migrations (``service/migrations``) at start,
+with their own version table, ``hps_alembic_version``, beside Optuna's ``alembic_version``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from optuna.storages._rdb import models as optuna_models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import Engine, create_engine, event, exists, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import StudySpec
-from service.models import Base
+from service.migrations import VERSION_TABLE
+from service.models import StudyRow
+from service.trials import ATTR_RETRIED
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+INITIAL_REVISION = "0001"
+"""The tables as ``metadata.create_all`` made them before hps had migrations."""
+MIGRATION_LOCK_KEY = 0x68707331
+"""A PostgreSQL advisory lock: replicas that start together migrate one after the other."""
 
 
 def _is_sqlite(url: str) -> bool:
@@ -49,6 +67,40 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def migrate(engine: Engine) -> None:
+    """Bring hps's tables to the newest revision, like ``alembic upgrade head``."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        config.attributes["connection"] = connection
+        tables = inspect(connection)
+        if not tables.has_table(VERSION_TABLE) and tables.has_table(StudyRow.__tablename__):
+            # A database from before migrations: its tables are the initial revision's.
+            command.stamp(config, INITIAL_REVISION)
+        command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """A study's trials that count towards its budget (all but the retried ones), by state."""
+
+    counted: int
+    running: int
+    waiting: int
+
+    def has_work(self, n_trials: int) -> bool:
+        """Whether a lease can start a trial: one is queued, or the budget is not used up."""
+        return self.waiting > 0 or self.counted < n_trials
+
+    def is_done(self, n_trials: int) -> bool:
+        """Whether every trial the study will run is final (retried ones are always FAIL)."""
+        return self.counted >= n_trials and self.running == 0 and self.waiting == 0
+
+
 class Store:
     """Owns the engine, the Optuna storage and the in-process cache of Optuna ``Study`` objects.
 
@@ -59,7 +111,7 @@ class Store:
     def __init__(self, database_url: str) -> None:
         self.engine = make_engine(database_url)
         # Set WAL on the file before Optuna's own engine opens it.
-        Base.metadata.create_all(self.engine)
+        migrate(self.engine)
         self.optuna_storage = optuna.storages.RDBStorage(
             database_url,
             engine_kwargs=_engine_kwargs(database_url),
@@ -73,6 +125,50 @@ class Store:
         """A session that commits on success and rolls back on any exception."""
         with self._sessions.begin() as session:
             yield session
+
+    def lock_study(self, session: Session, study_id: int) -> None:
+        """Hold the study's row until ``session`` ends: replicas on PostgreSQL take turns.
+
+        On SQLite this locks nothing (SQLite has no row locks): one service owns a SQLite file,
+        and its in-process lock serialises the same sections.
+        """
+        session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
+
+    def trial_counts(self, study_id: int) -> TrialCounts:
+        """Count a study's trials in SQL, over Optuna's tables (loading them all is O(trials))."""
+        trial = optuna_models.TrialModel
+        attr = optuna_models.TrialUserAttributeModel
+        retried = exists().where(attr.trial_id == trial.trial_id, attr.key == ATTR_RETRIED)
+        stmt = (
+            select(trial.state, func.count())
+            .where(trial.study_id == study_id, ~retried)
+            .group_by(trial.state)
+        )
+        with self.session() as session:
+            by_state: dict[OptunaState, int] = {
+                OptunaState(state) if not isinstance(state, OptunaState) else state: n
+                for state, n in session.execute(stmt).all()
+            }
+        return TrialCounts(
+            counted=sum(by_state.values()),
+            running=by_state.get(OptunaState.RUNNING, 0),
+            waiting=by_state.get(OptunaState.WAITING, 0),
+        )
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set several user attributes of a running trial in one transaction.
+
+        Optuna's public API commits one attribute per transaction; a lease sets three and a
+        completion five, and each commit is most of a request's cost on SQLite. This uses
+        RDBStorage's own per-attribute upsert (with its is-the-trial-still-running check), just
+        once for all of them. Safe beside the ``_CachedStorage`` Optuna wraps around the
+        storage: it caches finished trials only, and these trials are running.
+        """
+        storage = self.optuna_storage
+        model = optuna_models.TrialUserAttributeModel
+        with _create_scoped_session(storage.scoped_session, True) as session:
+            for key, value in attrs.items():
+                storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
     def create_optuna_study(self, optuna_name: str, spec: StudySpec) -> optuna.Study:
         study = optuna.create_study(

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import optuna
 from sqlalchemy import select
 
-from api_schemas import StudyRead, StudySpec, StudyState, TrialRead, grid_cells
+from api_schemas import StudyRead, StudySpec, StudyState, TrialRead
 from service import trials as trial_views
 from service.errors import NotFound
+from service.limits import SpecLimits
 from service.models import StudyRow
 from service.store import Store
 
@@ -38,18 +39,26 @@ class StudyHandle:
 class Studies:
     """The study half of the domain layer. Specs never change, so handles are cached."""
 
-    def __init__(self, store: Store, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, store: Store, clock: Clock = utc_now, *, limits: SpecLimits | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._limits = limits
         self._handles: dict[int, StudyHandle] = {}
         self._lock = threading.Lock()
 
     def create(self, spec: StudySpec) -> StudyRead:
-        """Store ``spec``, create its Optuna study and, for a grid, enqueue every cell."""
+        """Store ``spec``, create its Optuna study and, for a grid, enqueue every cell.
+
+        A spec over the service's limits raises LimitExceeded and stores nothing.
+        """
+        if self._limits is not None:
+            self._limits.check(spec)
         optuna_name = f"{spec.name}-{secrets.token_hex(4)}"
         study = self._store.create_optuna_study(optuna_name, spec)
         if spec.sampler.type == "grid":
-            for cell in grid_cells(spec.search_space):
+            for cell in spec.grid():
                 study.enqueue_trial(cell)
         row = StudyRow(
             id=study._study_id,
@@ -118,14 +127,25 @@ class Studies:
             stmt = select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING)
             return list(session.scalars(stmt.order_by(StudyRow.id)).all())
 
+    def cancel(self, study_id: int) -> StudyRead:
+        """Stop a running study: no more leases, and running trials are pruned at their next
+        report (their results so far are kept). A study that is already final is left as is."""
+        with self._store.session() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            if row.state == StudyState.RUNNING:
+                row.state = StudyState.CANCELLED
+        return self.read(study_id)
+
     def finish_if_done(self, handle: StudyHandle) -> None:
         """Mark the study finished once all the trials it will run are final."""
         assert handle.spec.n_trials is not None
-        trials = self.optuna_study(handle).get_trials(deepcopy=False)
-        if trial_views.is_done(trials, handle.spec.n_trials):
+        # A count in SQL: this runs on every completion, and loading the trials grows with them.
+        if self._store.trial_counts(handle.id).is_done(handle.spec.n_trials):
             with self._store.session() as session:
                 row = session.get(StudyRow, handle.id)
-                if row is not None:
+                if row is not None and row.state == StudyState.RUNNING:  # not a cancelled one
                     row.state = StudyState.FINISHED
 
 

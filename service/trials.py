@@ -7,12 +7,13 @@ user attributes, so the Optuna dashboard shows them too. The keys are the ``ATTR
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from api_schemas import Failure, SeedResult, TrialCounts, TrialRead, TrialState
+from api_schemas import Failure, PastAttempt, SeedResult, TrialCounts, TrialRead, TrialState
 
 ATTR_SEEDS = "seeds"
 ATTR_FAILURE = "failure"
@@ -24,6 +25,8 @@ ATTR_WALL_TIME = "wall_time_s"
 ATTR_TORCH = "torch_version"
 ATTR_RETRIED = "retried"
 """Set on a failed trial whose parameters were queued again: it does not use up the budget."""
+ATTR_HISTORY = "history"
+"""On a re-queued trial: the earlier runs of its parameters and how each failed (PastAttempt)."""
 
 STATES: dict[OptunaState, TrialState] = {
     OptunaState.WAITING: TrialState.WAITING,
@@ -47,13 +50,20 @@ def trial_read(study_id: int, trial: FrozenTrial) -> TrialRead:
         seeds=[SeedResult.model_validate(s) for s in attrs.get(ATTR_SEEDS, [])],
         failure=Failure.model_validate(failure) if failure else None,
         attempt=attrs.get(ATTR_ATTEMPT, 1),
+        history=[PastAttempt.model_validate(h) for h in attrs.get(ATTR_HISTORY, [])],
         worker_id=attrs.get(ATTR_WORKER),
         device=attrs.get(ATTR_DEVICE),
         steps_per_second=attrs.get(ATTR_STEPS_PER_SECOND),
         last_step=trial.last_step,
-        started_at=trial.datetime_start,
-        finished_at=trial.datetime_complete,
+        started_at=_utc(trial.datetime_start),
+        finished_at=_utc(trial.datetime_complete),
     )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # Optuna stamps trials with the local time and no zone; on the wire every time is UTC with
+    # its offset (a date-time without one is not RFC 3339, and a client could not place it).
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _params(trial: FrozenTrial) -> dict[str, Any]:
@@ -74,14 +84,3 @@ def count(trials: Sequence[FrozenTrial]) -> TrialCounts:
         setattr(counts, state.value, getattr(counts, state.value) + 1)
         counts.retried += is_retried(trial)
     return counts
-
-
-def budget_used(trials: Sequence[FrozenTrial]) -> int:
-    """Trials that count towards ``n_trials``: all but the failed ones that were retried."""
-    return sum(not is_retried(t) for t in trials)
-
-
-def is_done(trials: Sequence[FrozenTrial], n_trials: int) -> bool:
-    """Whether every trial the study will run has reached a final state."""
-    counted = [t for t in trials if not is_retried(t)]
-    return len(counted) >= n_trials and all(t.state.is_finished() for t in counted)

@@ -1,4 +1,5 @@
-"""The real service under uvicorn, in a thread of the test process, on a temporary SQLite file.
+"""The real service under uvicorn, in a thread of the test process, on a temporary SQLite file
+(or on the database a test passes, e.g. PostgreSQL from tests/postgres.py).
 
 For tests that need real HTTP and real concurrency (the load test, workers against a service)
 but not separate processes. Auth is on, as by default; ``mint`` makes tokens with the admin one.
@@ -53,7 +54,7 @@ class LiveService:
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.database}"
+        return self.settings.database_url
 
     def client(self, token: str | None = None, **options: Any) -> Client:
         """A client with ``token``, by default the admin token."""
@@ -72,12 +73,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_service(directory: Path, **settings: Any) -> Iterator[LiveService]:
-    """Serve ``create_app(Settings(**settings))`` on a free port until the block ends."""
+def live_service(
+    directory: Path, database_url: str | None = None, **settings: Any
+) -> Iterator[LiveService]:
+    """Serve ``create_app(Settings(**settings))`` on a free port until the block ends, on
+    ``database_url`` or else a SQLite file in ``directory``."""
     port = free_port()
     database = directory / "hps.db"
     config = Settings(
-        database_url=f"sqlite:///{database}",
+        database_url=database_url or f"sqlite:///{database}",
         token_file=directory / "hps.token",
         port=port,
         **settings,

@@ -54,17 +54,15 @@ def environment(**variables: str) -> dict[str, str]:
 class Service:
     url: str
     database: Path
+    """The SQLite file; on PostgreSQL unused, but the service's working directory is beside it."""
     process: subprocess.Popen[bytes]
     log: Path
     token_file: Path
+    database_url: str
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     worker_token: str = ""
     env: dict[str, str] = field(default_factory=dict)
     """The service's environment, to start it again on the same database (tests/e2e/test_faults)."""
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.database}"
 
     @property
     def admin_token(self) -> str:
@@ -103,8 +101,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
-    """``hps serve`` on a fresh SQLite file; stops it and every worker it started afterwards.
+def service(tmp_path: Path, database_url: str, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """``hps serve`` on a fresh database; stops it and every worker it started afterwards.
+
+    The database is a SQLite file, or in a module marked ``backends`` each of SQLite and
+    PostgreSQL in turn (tests/postgres.py).
 
     Indirect parametrization adds to the service's environment, e.g.
     ``@pytest.mark.parametrize("service", [{"HPS_LEASE_SECONDS": "3"}], indirect=True)``.
@@ -114,7 +115,7 @@ def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]
     log = tmp_path / "service.log"
     token_file = tmp_path / "hps.token"
     env = environment(
-        HPS_DATABASE_URL=f"sqlite:///{database}",
+        HPS_DATABASE_URL=database_url,
         HPS_REAPER_INTERVAL_S="1",
         HPS_TOKEN_FILE=str(token_file),
         **getattr(request, "param", {}),
@@ -124,7 +125,8 @@ def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]
     cmd = [sys.executable, "-m", "hps", "serve", "--port", str(port), "--log-level", "info"]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=tmp_path)
-    svc = Service(f"http://127.0.0.1:{port}", database, process, log, token_file, env=env)
+    url = f"http://127.0.0.1:{port}"
+    svc = Service(url, database, process, log, token_file, database_url, env=env)
     with Client(svc.url, retries=0) as probe:
         deadline = time.monotonic() + 60
         while not probe.health():

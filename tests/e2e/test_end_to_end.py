@@ -1,9 +1,9 @@
-"""A study goes in over HTTP, real worker processes train it, results land in the SQLite file."""
+"""A study goes in over HTTP, real worker processes train it, results land in the database
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -15,6 +15,7 @@ import pytest
 
 from api_schemas import StudySpec, TrialState, contains
 from tests.e2e.conftest import TINY_WORKLOAD, Service
+from tests.postgres import query
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +51,7 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.backends
 def test_study_runs_end_to_end_with_two_workers(service: Service) -> None:
     with service.client() as client:
         study = client.submit(SPEC)
@@ -71,18 +73,18 @@ def test_study_runs_end_to_end_with_two_workers(service: Service) -> None:
     best = min(trials, key=lambda t: t.value or float("inf"))
     assert study.best_trial is not None and study.best_trial.id == best.id
 
-    # The results are in the SQLite file, read without the service.
+    # The results are in the database, read without the service.
     stored = optuna.load_study(study_name=None, storage=service.database_url)
     assert [t.state for t in stored.trials] == [optuna.trial.TrialState.COMPLETE] * 8
     assert stored.best_value == pytest.approx(best.value)
     assert {t.number: t.value for t in stored.trials} == {t.number: t.value for t in trials}
-    with sqlite3.connect(service.database) as db:
-        (spec_json,) = db.execute("SELECT spec_json FROM hps_studies").fetchone()
-        values = db.execute("SELECT COUNT(*) FROM trial_values").fetchone()[0]
+    ((spec_json,),) = query(service.database_url, "SELECT spec_json FROM hps_studies")
+    ((values,),) = query(service.database_url, "SELECT COUNT(*) FROM trial_values")
     assert StudySpec.model_validate_json(spec_json) == spec
     assert values == 8
 
 
+@pytest.mark.backends
 def test_sigterm_mid_trial_fails_the_trial_with_a_reason(service: Service) -> None:
     long_run = {
         **SPEC,

@@ -1,13 +1,13 @@
 """Faults with real processes: a worker killed mid-trial, the service killed mid-study, a stale
 worker that comes back after its trial was given away.
 
-Every test reads the outcome twice: through the API and straight from the SQLite file.
+Every test reads the outcome twice: through the API and straight from the database; each runs on
+SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from typing import Any
@@ -18,8 +18,9 @@ from api_schemas import FailureKind, PastAttempt, TrialRead, TrialState
 from hps.client import Client
 from tests.e2e.conftest import TINY_WORKLOAD, Service
 from tests.e2e.test_end_to_end import wait_for
+from tests.postgres import query
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.backends]
 
 RETRYABLE = (FailureKind.LEASE_EXPIRED, FailureKind.INTERRUPTED)
 
@@ -68,23 +69,23 @@ def trial(client: Client, study_id: int, trial_id: int) -> TrialRead:
 
 def stored_values(service: Service, study_id: int) -> list[tuple[int, int]]:
     """(trial_id, rows in Optuna's trial_values) per trial of a study: a completion is recorded
-    once. Read from the SQLite file, not through the service."""
-    with sqlite3.connect(service.database) as db:
-        rows = db.execute(
-            "SELECT v.trial_id, COUNT(*) FROM trial_values AS v JOIN trials AS t"
-            " ON t.trial_id = v.trial_id WHERE t.study_id = ? GROUP BY v.trial_id",
-            (study_id,),
-        )
-        return sorted(rows.fetchall())
+    once. Read from the database, not through the service."""
+    rows = query(
+        service.database_url,
+        "SELECT v.trial_id, COUNT(*) FROM trial_values AS v JOIN trials AS t"
+        " ON t.trial_id = v.trial_id WHERE t.study_id = :study GROUP BY v.trial_id",
+        study=study_id,
+    )
+    return sorted((int(trial_id), int(n)) for trial_id, n in rows)
 
 
 def intermediate_steps(service: Service, trial_id: int) -> list[int]:
-    with sqlite3.connect(service.database) as db:
-        rows = db.execute(
-            "SELECT step FROM trial_intermediate_values WHERE trial_id = ? ORDER BY step",
-            (trial_id,),
-        )
-        return [int(step) for (step,) in rows.fetchall()]
+    rows = query(
+        service.database_url,
+        "SELECT step FROM trial_intermediate_values WHERE trial_id = :trial ORDER BY step",
+        trial=trial_id,
+    )
+    return [int(step) for (step,) in rows]
 
 
 def assert_study_complete(client: Client, service: Service, study_id: int, n_trials: int) -> None:

@@ -1,13 +1,15 @@
 """The service in-process on a temporary SQLite file, a clock the tests move, and a worker played
 by hand through the HTTP API (no trainer is involved).
 
+Tests that use ``make_api`` or ``api`` in a module marked ``backends`` run on SQLite and on
+PostgreSQL (tests/postgres.py); the others on SQLite only.
+
 Auth is on, as by default: the client sends the admin token the service wrote to its token file,
 and the worker helpers (lease, report, complete) a worker token minted through the API.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.postgres import query
 
 Json = dict[str, Any]
 
@@ -68,9 +71,13 @@ def bearer(token: str) -> dict[str, str]:
 class Api:
     """The HTTP API as a worker and a user see it. Helpers assert the status they expect."""
 
-    def __init__(self, client: TestClient, database: Path, clock: FakeClock) -> None:
+    def __init__(
+        self, client: TestClient, database: Path, clock: FakeClock, database_url: str
+    ) -> None:
         self.client = client
         self.database = database
+        """The SQLite file (on PostgreSQL: unused; the token file sits beside it)."""
+        self.database_url = database_url
         self.clock = clock
         self._worker_token: str | None = None
 
@@ -137,36 +144,39 @@ class Api:
     def post_raw(self, path: str, body: bytes) -> Any:
         return self.client.post(path, content=body, headers={"content-type": "application/json"})
 
-    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read the database file directly, not through the service."""
-        with sqlite3.connect(self.database) as connection:
-            return connection.execute(query, args).fetchall()
+    def sql(self, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Read the database directly, not through the service (``:name`` parameters)."""
+        return query(self.database_url, statement, **params)
 
     def intermediate_values(self, trial_id: int) -> list[tuple[int, float]]:
         return [
             (int(step), float(value))
             for step, value in self.sql(
                 "SELECT step, intermediate_value FROM trial_intermediate_values"
-                " WHERE trial_id = ? ORDER BY step",
-                trial_id,
+                " WHERE trial_id = :trial_id ORDER BY step",
+                trial_id=trial_id,
             )
         ]
 
 
-def start_service(database: Path, clock: FakeClock, **settings: Any) -> Api:
-    """The service on ``database``, lifespan started; the reaper is slowed down unless asked for.
+def start_service(
+    database: Path, clock: FakeClock, database_url: str | None = None, **settings: Any
+) -> Api:
+    """The service on ``database_url`` (by default the SQLite file ``database``), lifespan
+    started; the reaper is slowed down unless asked for.
 
-    Its token file sits beside the database; the client sends the admin token from it.
+    Its token file sits beside ``database``; the client sends the admin token from it.
     The caller ends it with ``api.client.__exit__(None, None, None)``.
     """
     settings.setdefault("reaper_interval_s", 3600.0)
     settings.setdefault("token_file", database.with_name("hps.token"))
-    config = Settings(database_url=f"sqlite:///{database}", **settings)
+    database_url = database_url or f"sqlite:///{database}"
+    config = Settings(database_url=database_url, **settings)
     client = TestClient(create_app(config, clock=clock))
     client.__enter__()
     if config.auth:
         client.headers.update(bearer(config.token_file.read_text().strip()))
-    return Api(client, database, clock)
+    return Api(client, database, clock, database_url)
 
 
 @pytest.fixture
@@ -175,12 +185,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_api(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Api]]:
-    """Start the service with these settings; every call on the same database file."""
+def make_api(tmp_path: Path, clock: FakeClock, database_url: str) -> Iterator[Callable[..., Api]]:
+    """Start the service with these settings; every call on the same database."""
     started: list[Api] = []
 
     def start(**settings: Any) -> Api:
-        started.append(start_service(tmp_path / "hps.db", clock, **settings))
+        started.append(start_service(tmp_path / "hps.db", clock, database_url, **settings))
         return started[-1]
 
     yield start

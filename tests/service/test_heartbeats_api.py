@@ -7,10 +7,13 @@ from datetime import datetime, timedelta
 
 import httpx
 import optuna
+import pytest
 from sqlalchemy import text
 
 from api_schemas import ErrorBody, LeaseRenewal, TrialAssignment
 from tests.service.conftest import Api, Json, bearer
+
+pytestmark = pytest.mark.backends  # and on PostgreSQL (tests/postgres.py)
 
 
 def lease(api: Api, worker_id: str = "test-worker:1") -> Json:
@@ -26,8 +29,9 @@ def heartbeat(api: Api, assignment: Json, token: str | None = None) -> httpx.Res
 
 
 def expires_at(api: Api, trial_id: int) -> datetime:
-    ((stored,),) = api.sql("SELECT expires_at FROM hps_leases WHERE trial_id = ?", trial_id)
-    return datetime.fromisoformat(stored)
+    ((stored,),) = api.sql("SELECT expires_at FROM hps_leases WHERE trial_id = :id", id=trial_id)
+    # SQLite hands back text, PostgreSQL a datetime.
+    return stored if isinstance(stored, datetime) else datetime.fromisoformat(stored)
 
 
 def assert_conflict(response: httpx.Response) -> None:
@@ -175,7 +179,7 @@ def test_a_re_queued_trial_keeps_the_history_of_its_earlier_runs(
     assert trials[second["trial_id"]]["history"] == expected[:1]
     assert trials[third["trial_id"]]["history"] == expected
     # The history is an Optuna user attribute, so it is in the database file for any reader.
-    stored = optuna.load_study(study_name=None, storage=f"sqlite:///{api.database}")
+    stored = optuna.load_study(study_name=None, storage=api.database_url)
     (rerun,) = [t for t in stored.trials if t.number == trials[third["trial_id"]]["number"]]
     assert rerun.user_attrs["history"] == expected
 
@@ -196,8 +200,8 @@ def test_completion_is_answered_again_after_a_crash_before_the_lease_was_release
     assert first.status_code == 200
     with api.client.app.state.store.session() as session:
         session.execute(
-            text("UPDATE hps_leases SET released = 0 WHERE trial_id = :t"),
-            {"t": a["trial_id"]},
+            text("UPDATE hps_leases SET released = :no WHERE trial_id = :t"),
+            {"t": a["trial_id"], "no": False},
         )
     again = api.complete(a, 0.25)
     assert again.status_code == 200, again.text

@@ -14,6 +14,8 @@ import pytest
 from api_schemas import ErrorBody, StudySpec, TrialAssignment, contains, grid_cells
 from tests.service.conftest import Api, Json, seed_results, study_spec
 
+pytestmark = pytest.mark.backends  # and on PostgreSQL (tests/postgres.py)
+
 FIXED_SPACE = {
     "optimizer": {"type": "fixed", "value": "adam"},
     "lr": {"type": "fixed", "value": 0.01},
@@ -450,7 +452,10 @@ def test_the_reaper_expires_leases_without_any_request(make_api: Callable) -> No
         assert time.monotonic() < deadline, "the reaper never expired the lease"
         time.sleep(0.05)
     assert api.trial(study["id"], a["trial_id"])["failure"]["kind"] == "lease_expired"
-    assert api.study(study["id"])["counts"]["waiting"] == 1
+    # The re-run is queued just after the trial fails (Optuna's tell, then its enqueue).
+    while api.study(study["id"])["counts"]["waiting"] != 1:
+        assert time.monotonic() < deadline, "the reaper never queued the trial again"
+        time.sleep(0.05)
 
 
 # --- grids, fair share, concurrency --------------------------------------------------------
