@@ -42,7 +42,24 @@ class TrainingConfig(BaseModel):
     )
 
 
-class SortTaskConfig(TrainingConfig):
+class EncoderConfig(TrainingConfig):
+    """The sizes of a Transformer encoder, shared by the workloads that train one."""
+
+    n_layers: int = Field(default=6, ge=1, le=48)
+    d_model: int = Field(default=64, ge=4, le=4096)
+    n_heads: int = Field(default=4, ge=1, le=64)
+    dim_feedforward: int = Field(default=128, ge=4, le=16384)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> Self:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
+            )
+        return self
+
+
+class SortTaskConfig(EncoderConfig):
     """A Transformer encoder that learns to sort ``seq_len`` tokens from a vocabulary.
 
     The defaults are SCIENCE.md's sizes where warmup matters: on Post-LN, Adam at lr 1e-2 without
@@ -53,22 +70,10 @@ class SortTaskConfig(TrainingConfig):
 
     seq_len: int = Field(default=16, ge=2, le=512)
     vocab: int = Field(default=32, ge=2, le=65536)
-    n_layers: int = Field(default=6, ge=1, le=48)
-    d_model: int = Field(default=64, ge=4, le=4096)
-    n_heads: int = Field(default=4, ge=1, le=64)
-    dim_feedforward: int = Field(default=128, ge=4, le=16384)
     eval_batches: int = Field(default=4, ge=1, le=1000, description="held-out batches at the end")
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> Self:
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
-            )
-        return self
 
-
-class DigitsTransformerConfig(TrainingConfig):
+class DigitsTransformerConfig(EncoderConfig):
     """scikit-learn's bundled 8x8 digits, each image's 8 rows read as 8 tokens of 8 pixels.
 
     A fixed fifth of the 1,797 images is held out (the same split for every seed); a seed fixes
@@ -76,19 +81,6 @@ class DigitsTransformerConfig(TrainingConfig):
     seeds, β2 = 0.98): Adam at lr 3e-3 without warmup collapses in 3 of 3 seeds, 100 warmup
     steps or RAdam without warmup reach 0.23-0.49 held-out loss (chance: ln 10 = 2.30).
     """
-
-    n_layers: int = Field(default=6, ge=1, le=48)
-    d_model: int = Field(default=64, ge=4, le=4096)
-    n_heads: int = Field(default=4, ge=1, le=64)
-    dim_feedforward: int = Field(default=128, ge=4, le=16384)
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> Self:
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
-            )
-        return self
 
 
 class DigitsMLPConfig(TrainingConfig):

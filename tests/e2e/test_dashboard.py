@@ -6,10 +6,8 @@ form, pastes a read token, and finds the study and its trials. The token must re
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +17,6 @@ from tests.e2e.conftest import TINY_WORKLOAD, Service
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = next(
-    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
-)
-DRIVER = shutil.which("chromedriver")
 RENDER_TIMEOUT_S = 30
 
 STUDY: dict[str, Any] = {
@@ -36,26 +30,6 @@ STUDY: dict[str, Any] = {
     "n_trials": 3,
     "seeds_per_trial": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None or DRIVER is None:
-        pytest.skip("headless Chromium not found: apt-get install chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
-    yield driver
-    driver.quit()
 
 
 def wait_for_text(browser: Any, text: str) -> None:

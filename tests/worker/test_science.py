@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import torch
 
-from api_schemas import TrialAssignment
 from api_schemas.search_space import Scalar
 from api_schemas.workloads import PostLNTransformer, PreLNTransformer, SortTaskConfig
+from tests.worker.assignments import assignment
 from worker.training import COLLAPSED, train_trial
 
 CONFIG = SortTaskConfig(batch_size=16, steps=200, report_every=50)
@@ -28,20 +27,8 @@ SEEDS = [0, 1, 2]
 
 
 def _diverged(workload: PostLNTransformer | PreLNTransformer, params: dict[str, Scalar]) -> int:
-    assignment = TrialAssignment(
-        trial_id=1,
-        study_id=1,
-        trial_number=0,
-        lease_token="token",
-        lease_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        attempt=1,
-        params=params,
-        workload=workload,
-        seeds=SEEDS,
-        metric="loss",
-        time_limit_s=3600.0,
-    )
-    outcome = train_trial(assignment, device=torch.device("cpu"), report=lambda *_: False)
+    trial = assignment(params, workload, SEEDS)
+    outcome = train_trial(trial, device=torch.device("cpu"), report=lambda *_: False)
     for seed in outcome.seeds:  # a collapse is flagged, and a run that is not flagged learned
         assert seed.diverged or seed.loss < COLLAPSED * CHANCE
     return sum(seed.diverged for seed in outcome.seeds)

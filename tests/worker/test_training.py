@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 
 from api_schemas import PostLNTransformer, SortTaskConfig, TrialAssignment
 from api_schemas.search_space import Scalar
+from tests.worker.assignments import assignment
 from worker.training import TrialInterrupted, TrialOutcome, TrialTimeLimit, train_trial
 from worker.workloads import build_task
 
@@ -37,17 +37,10 @@ def _assignment(
     workload: Any = None,
     time_limit_s: float = 600.0,
 ) -> TrialAssignment:
-    return TrialAssignment(
-        trial_id=1,
-        study_id=1,
-        trial_number=0,
-        lease_token="token",
-        lease_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        attempt=1,
-        params=params if params is not None else {"optimizer": "adam", "lr": 3e-3},
-        workload=workload if workload is not None else PostLNTransformer(config=TINY),
-        seeds=seeds if seeds is not None else [0, 1],
-        metric="loss",
+    return assignment(
+        params if params is not None else {"optimizer": "adam", "lr": 3e-3},
+        workload if workload is not None else PostLNTransformer(config=TINY),
+        seeds if seeds is not None else [0, 1],
         time_limit_s=time_limit_s,
     )
 

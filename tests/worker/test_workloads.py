@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import TypeAdapter
 
 from api_schemas import TrialAssignment
 from api_schemas.workloads import WORKLOAD_NAMES, Workload
+from tests.worker.assignments import assignment
 from worker.training import train_trial
 from worker.workloads import ENTRY_POINT_GROUP, UnknownWorkload, build_task, registered
 
@@ -48,19 +48,7 @@ def _workload(name: str, **config: Any) -> Workload:
 
 
 def _assignment(workload: Workload, seeds: list[int]) -> TrialAssignment:
-    return TrialAssignment(
-        trial_id=1,
-        study_id=1,
-        trial_number=0,
-        lease_token="token",
-        lease_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        attempt=1,
-        params={"optimizer": "adam", "lr": 1e-3},
-        workload=workload,
-        seeds=seeds,
-        metric="loss",
-        time_limit_s=600.0,
-    )
+    return assignment({"optimizer": "adam", "lr": 1e-3}, workload, seeds)
 
 
 def _state(model: torch.nn.Module) -> list[torch.Tensor]:
