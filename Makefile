@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,24 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Debian's headless Chromium (the report and dashboard browser tests) and PostgreSQL (the
+# end-to-end and reliability suites run on it too; the tests start a throw-away cluster on
+# loopback). Installed when missing and apt-get is usable; otherwise those tests skip, saying why.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq \
+	      chromium chromium-driver postgresql >/dev/null; \
+	  else \
+	    echo "note: chromium, chromedriver or postgresql missing and apt-get unusable:" \
+	         "the browser and PostgreSQL tests will skip"; \
+	  fi; \
+	fi
+
 # Tests run on every core (pytest-xdist): most of the wall time is real services and workers
 # starting and training, which overlap well.
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest -n auto
 
 clean:
