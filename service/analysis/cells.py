@@ -22,6 +22,7 @@ from optuna.trial import TrialState as OptunaState
 from api_schemas import WARMUP_SCHEDULES, WORKLOAD_PARAM, FloatParam, Scalar, StudySpec, Workload
 from api_schemas.analysis import OutcomeCounts
 from api_schemas.search_space import values_of
+from api_schemas.workloads import chance_loss as workload_chance_loss
 from service import trials as tv
 
 Floats = npt.NDArray[np.float64]
@@ -108,11 +109,9 @@ def arm_params(spec: StudySpec) -> list[str]:
 def chance_loss(workload: Workload, observed: Floats) -> float:
     """ln(classes) for the built-in workloads; for a plugin, the worst loss seen (its failures
     report the chance loss)."""
-    vocab = getattr(workload.config, "vocab", None)
-    if isinstance(vocab, int):
-        return math.log(vocab)
-    if workload.name.startswith("digits_"):
-        return math.log(10)
+    known = workload_chance_loss(workload)
+    if known is not None:
+        return known
     finite = observed[np.isfinite(observed)]
     return float(finite.max()) if finite.size else math.nan
 
