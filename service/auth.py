@@ -19,6 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from api_schemas.tokens import Scope, TokenRead, allows, granted
 from service.errors import Forbidden, Unauthenticated
@@ -58,7 +59,7 @@ class Require:
             return self.writes
         return self.scope
 
-    def __call__(self, request: Request, credentials: BearerDep) -> TokenRead | None:
+    async def __call__(self, request: Request, credentials: BearerDep) -> TokenRead | None:
         settings: Settings = request.app.state.settings
         if not settings.auth:
             return None
@@ -71,7 +72,9 @@ class Require:
                 "(the CLI reads --token, HPS_TOKEN or the token file)"
             )
         tokens: Tokens = request.app.state.tokens
-        token = tokens.authenticate(raw)
+        # A token checked moments ago is answered here, on the event loop; only a lookup in
+        # the database goes to a thread.
+        token = tokens.cached(raw) or await run_in_threadpool(tokens.authenticate, raw)
         if token is None:
             raise Unauthenticated("the token is not valid: unknown or revoked")
         needed = self.needed(request.method)

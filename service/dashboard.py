@@ -64,7 +64,7 @@ class GuardedDashboard:
         request = Request(scope, receive)
         try:
             if self.check is not None:
-                await run_in_threadpool(self.check, request, await bearer(request))
+                await self.check(request, await bearer(request))
         except Unauthenticated:
             if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
                 await RedirectResponse(LOGIN_PATH, status_code=303)(scope, receive, send)

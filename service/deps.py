@@ -22,17 +22,19 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID, description="an id the service gave ou
 not an overflow in the database driver (a 500)."""
 
 
-def _studies(request: Request) -> Studies:
+# These only read app.state, and are async for that reason: FastAPI runs a plain ``def``
+# dependency in a thread, a hop per dependency per request.
+async def _studies(request: Request) -> Studies:
     studies: Studies = request.app.state.studies
     return studies
 
 
-def _leases(request: Request) -> Leases:
+async def _leases(request: Request) -> Leases:
     leases: Leases = request.app.state.leases
     return leases
 
 
-def _tokens(request: Request) -> Tokens:
+async def _tokens(request: Request) -> Tokens:
     tokens: Tokens = request.app.state.tokens
     return tokens
 

@@ -20,8 +20,9 @@ import math
 import secrets
 import statistics
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import NoReturn, cast
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -50,12 +51,20 @@ from api_schemas.search_space import (
 from api_schemas.studies import WORKLOAD_PARAM, StudySpec
 from service import trials as tv
 from service.errors import InvalidResult, LeaseConflict, NotFound
-from service.models import LeaseRow
+from service.models import LeaseRow, StudyRow
 from service.store import Store
 from service.studies import Clock, Studies, StudyHandle, utc_now
 
 RETRYABLE = (FailureKind.INTERRUPTED, FailureKind.LEASE_EXPIRED)
 """Failures that say nothing about the parameters (the worker went away): run them again."""
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A lease pushed out: its study, and its new expiry."""
+
+    study_id: int
+    expires_at: datetime
 
 
 def _hash(token: str) -> str:
@@ -160,44 +169,54 @@ class Leases:
         )
 
     def report(self, trial_id: int, report: IntermediateReport) -> bool:
-        """Record an intermediate value and renew the lease; True means: prune this trial."""
-        lease = self._live_lease(trial_id, report.lease_token)
-        handle = self._studies.handle(lease.study_id)
-        study = self._studies.optuna_study(handle)
-        # Straight to the storage rather than through optuna.Trial, which reads the trial once to
-        # build itself and again to decide pruning: a third of a report's cost.
-        storage = study._storage
-        frozen = storage.get_trial(trial_id)
-        if frozen.state.is_finished():
-            raise LeaseConflict(f"trial {trial_id} is no longer running")
-        # As optuna.Trial.report does: a step reported twice keeps its first value.
-        if report.step not in frozen.intermediate_values:
-            try:
-                storage.set_trial_intermediate_value(trial_id, report.step, report.value)
-            except RuntimeError as finished:  # it ended meanwhile (expired or completed)
-                raise LeaseConflict(f"trial {trial_id} is no longer running") from finished
-        self._renew(trial_id, report.lease_token, last_step=report.step)
-        if self._studies.state(lease.study_id) == StudyState.CANCELLED:
+        """Record an intermediate value and renew the lease; True means: prune this trial.
+
+        The renewal, the value and the study's state are one transaction: a report is the
+        request workers send most, so it costs a few statements, not a trial read.
+        """
+        with self._store.session() as session:
+            renewed = self._renew_in(session, trial_id, report.lease_token, report.step)
+            if renewed is not None:
+                study_id = renewed.study_id
+                recorded = self._store.record_intermediate_value(
+                    session, trial_id, report.step, report.value
+                )
+                if not recorded:  # it ended meanwhile: keep the lease as it was
+                    raise LeaseConflict(f"trial {trial_id} is no longer running")
+                state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id))
+        if renewed is None:
+            self._refuse(trial_id, report.lease_token)
+        if state == StudyState.CANCELLED:
             return True  # stop now; the worker completes it as pruned with what it has
-        # Never prune inside the trial's own warmup: its loss there says nothing yet.
-        warmup = int(frozen.params.get("warmup_steps", 0))
-        if report.step < warmup or isinstance(study.pruner, optuna.pruners.NopPruner):
+        handle = self._studies.handle(study_id)
+        study = self._studies.optuna_study(handle)
+        if isinstance(study.pruner, optuna.pruners.NopPruner):
             return False
-        return study.pruner.prune(study, storage.get_trial(trial_id))
+        frozen = study._storage.get_trial(trial_id)
+        # Never prune inside the trial's own warmup: its loss there says nothing yet.
+        if report.step < int(frozen.params.get("warmup_steps", 0)):
+            return False
+        return study.pruner.prune(study, frozen)
 
     def heartbeat(self, trial_id: int, token: str) -> datetime:
         """Renew the lease of a worker that is still training; returns the new expiry."""
-        return self._renew(trial_id, token)
+        with self._store.session() as session:
+            renewed = self._renew_in(session, trial_id, token)
+        if renewed is None:
+            self._refuse(trial_id, token)
+        return renewed.expires_at
 
-    def _renew(self, trial_id: int, token: str, *, last_step: int | None = None) -> datetime:
-        """Push the lease's expiry out by a lease length, if it is still live under ``token``.
+    def _renew_in(
+        self, session: Session, trial_id: int, token: str, last_step: int | None = None
+    ) -> Renewal | None:
+        """Push the lease's expiry out by a lease length if it is still live under ``token``;
+        None when it is not live.
 
         One conditional UPDATE, so a renewal and the reaper cannot both win: a lease the
         reaper has seen expired is never renewed, and a renewed one is never reaped.
         """
         now = self._clock()
-        expires_at = now + self._lease_for
-        values: dict[str, object] = {"expires_at": expires_at}
+        values: dict[str, object] = {"expires_at": now + self._lease_for}
         if last_step is not None:
             values["last_step"] = last_step
         stmt = (
@@ -209,14 +228,17 @@ class Leases:
                 LeaseRow.expires_at > now,
             )
             .values(values)
-            .returning(LeaseRow.trial_id)
+            .returning(LeaseRow.study_id, LeaseRow.expires_at)
         )
-        with self._store.session() as session:
-            renewed = session.scalar(stmt)
-        if renewed is None:
-            self._live_lease(trial_id, token)  # raises NotFound or LeaseConflict with the reason
-            raise LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
-        return expires_at
+        row = session.execute(stmt).one_or_none()
+        if row is None:
+            return None
+        return Renewal(study_id=int(row.study_id), expires_at=_aware(row.expires_at))
+
+    def _refuse(self, trial_id: int, token: str) -> NoReturn:
+        """Raise why a lease on ``trial_id`` under ``token`` could not be renewed."""
+        self._live_lease(trial_id, token)  # raises NotFound or LeaseConflict with the reason
+        raise LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
 
     def complete(self, trial_id: int, result: TrialResult) -> TrialRead:
         """Finish a trial with the worker's result. The same token and body give the same answer."""

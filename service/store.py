@@ -26,6 +26,7 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import Engine, create_engine, event, exists, func, inspect, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import StudySpec
@@ -154,6 +155,35 @@ class Store:
             running=by_state.get(OptunaState.RUNNING, 0),
             waiting=by_state.get(OptunaState.WAITING, 0),
         )
+
+    def record_intermediate_value(
+        self, session: Session, trial_id: int, step: int, value: float
+    ) -> bool:
+        """Store a running trial's value at ``step`` in Optuna's table, inside ``session``.
+
+        False, with nothing written, when the trial is not running. A step stored before keeps
+        its first value, as ``optuna.Trial.report`` does. This writes Optuna's own row (its
+        model, its encoding of inf and NaN) in the caller's transaction, so that a report is one
+        transaction with the lease renewal instead of five (RDBStorage commits its own, and
+        reads the trial first); Optuna's cache holds finished trials only, so it never serves a
+        running trial's values stale.
+        """
+        trial = optuna_models.TrialModel
+        state = session.scalar(select(trial.state).where(trial.trial_id == trial_id))
+        if state != OptunaState.RUNNING:
+            return False
+        model = optuna_models.TrialIntermediateValueModel
+        stored, kind = model.intermediate_value_to_stored_repr(value)
+        row = {
+            "trial_id": trial_id,
+            "step": step,
+            "intermediate_value": stored,
+            "intermediate_value_type": kind,
+        }
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(model.__table__).values(row)
+        session.execute(insert.on_conflict_do_nothing(index_elements=["trial_id", "step"]))
+        return True
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial in one transaction.
