@@ -263,14 +263,19 @@ class Leases:
             if expired:
                 self._expire_one(lease)
             else:
-                self._finish(handle, study, lease, result)
+                self._finish(handle, study, lease, result, frozen.number)
         self._studies.finish_if_done(handle)
         if expired:
             raise LeaseConflict(f"the lease on trial {trial_id} expired")
         return tv.trial_read(handle.id, study._storage.get_trial(trial_id))
 
     def _finish(
-        self, handle: StudyHandle, study: optuna.Study, lease: LeaseRow, result: TrialResult
+        self,
+        handle: StudyHandle,
+        study: optuna.Study,
+        lease: LeaseRow,
+        result: TrialResult,
+        number: int,
     ) -> None:
         trial_id = lease.trial_id
         value = self._objective(handle, result) if result.state == "completed" else None
@@ -283,12 +288,12 @@ class Leases:
         }
         self._store.set_trial_user_attrs(trial_id, attrs)
         if result.state == "completed":
-            _tell(study, trial_id, values=value)
+            study.tell(number, value)
         elif result.state == "pruned":
-            _tell(study, trial_id, state=OptunaState.PRUNED)
+            study.tell(number, state=OptunaState.PRUNED)
         else:
             assert result.failure is not None
-            self._fail(handle, study, lease, result.failure)
+            self._fail(study, lease, number, result.failure)
         lease.released = True  # committed with the caller's session, which holds the row
 
     def _objective(self, handle: StudyHandle, result: TrialResult) -> float:
@@ -305,16 +310,15 @@ class Leases:
             raise InvalidResult("the objective is not finite")
         return value
 
-    def _fail(
-        self, handle: StudyHandle, study: optuna.Study, lease: LeaseRow, failure: Failure
-    ) -> None:
+    def _fail(self, study: optuna.Study, lease: LeaseRow, number: int, failure: Failure) -> None:
+        """Fail trial ``number`` with ``failure``; queue its parameters again if it may retry."""
         storage = study._storage
         failure_attr = failure.model_dump(mode="json")
         storage.set_trial_user_attr(lease.trial_id, tv.ATTR_FAILURE, failure_attr)
         retry = failure.kind in RETRYABLE and lease.attempt < self._max_attempts
         if retry:
             storage.set_trial_user_attr(lease.trial_id, tv.ATTR_RETRIED, True)
-        _tell(study, lease.trial_id, state=OptunaState.FAIL)
+        study.tell(number, state=OptunaState.FAIL)
         if retry:
             failed = storage.get_trial(lease.trial_id)
             past = {
@@ -358,10 +362,11 @@ class Leases:
         """Fail the trial of an expired ``lease`` (row locked by the caller) and release it."""
         handle = self._studies.handle(lease.study_id)
         study = self._studies.optuna_study(handle)
-        if study._storage.get_trial(lease.trial_id).state == OptunaState.RUNNING:
+        trial = study._storage.get_trial(lease.trial_id)
+        if trial.state == OptunaState.RUNNING:
             message = f"lease expired: no word from worker {lease.worker_id!r} in time"
             failure = Failure(kind=FailureKind.LEASE_EXPIRED, message=message)
-            self._fail(handle, study, lease, failure)
+            self._fail(study, lease, trial.number, failure)
         lease.released = True
 
     def _lease(self, trial_id: int, session: Session | None = None) -> LeaseRow:
@@ -392,17 +397,6 @@ class Leases:
 def _n_trials(handle: StudyHandle) -> int:
     assert handle.spec.n_trials is not None  # the spec fills it in at validation
     return handle.spec.n_trials
-
-
-def _tell(
-    study: optuna.Study,
-    trial_id: int,
-    values: float | None = None,
-    state: OptunaState | None = None,
-) -> None:
-    # Study.tell takes a trial *number* (or a Trial), not the storage-wide trial id.
-    number = study._storage.get_trial(trial_id).number
-    study.tell(number, values, state=state)
 
 
 def _failure_kind(trial: optuna.trial.FrozenTrial) -> str | None:

@@ -185,6 +185,13 @@ class Store:
         session.execute(insert.on_conflict_do_nothing(index_elements=["trial_id", "step"]))
         return True
 
+    def _count_trials(self, study_id: int) -> int:
+        """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
+        trial = optuna_models.TrialModel
+        stmt = select(func.count()).where(trial.study_id == study_id)
+        with self.session() as session:
+            return int(session.scalar(stmt) or 0)
+
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial in one transaction.
 
@@ -221,7 +228,7 @@ class Store:
                     study_name=optuna_name, storage=self.optuna_storage, pruner=build_pruner(spec)
                 )
                 # Re-seed past the trials already drawn, so a restart does not replay them.
-                study.sampler = build_sampler(spec, n_existing=len(study.get_trials(False)))
+                study.sampler = build_sampler(spec, n_existing=self._count_trials(study._study_id))
                 self._studies[study_id] = study
             return study
 

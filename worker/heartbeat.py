@@ -3,15 +3,19 @@
 Reports renew the lease too, but a trial whose reports are further apart than the lease (a
 slow step, a long evaluation, a large ``report_every``) would lose its lease without these:
 the service would fail it as ``lease_expired`` and hand its parameters to another worker.
+A beat is sent only when nothing renewed the lease for an interval: tell ``renewed()`` after
+each report, and a trial that reports often sends none (a thousand workers' needless beats
+would be most of what a service answers).
 
     with Heartbeats(client, assignment) as beats:
-        train(..., should_stop=lambda: beats.lost.is_set())
+        train(..., should_stop=lambda: beats.lost.is_set())  # and beats.renewed() per report
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Self
 
@@ -57,6 +61,7 @@ class Heartbeats:
         self._client = client
         self._token = assignment.lease_token
         self._done = threading.Event()
+        self._renewed_at = time.monotonic()  # the lease was just granted
         self._thread = threading.Thread(
             target=self._run, name=f"heartbeat-{self.trial_id}", daemon=True
         )
@@ -79,8 +84,18 @@ class Heartbeats:
         if self._thread.is_alive():
             self._thread.join(timeout=JOIN_TIMEOUT_S)
 
+    def renewed(self) -> None:
+        """The lease was renewed just now (a report was accepted): no beat for an interval."""
+        self._renewed_at = time.monotonic()
+
     def _run(self) -> None:
-        while not self._done.wait(self.interval_s):
+        while True:
+            due = self._renewed_at + self.interval_s
+            if self._done.wait(max(0.0, due - time.monotonic())):
+                return
+            if time.monotonic() < self._renewed_at + self.interval_s:
+                continue  # renewed while this waited: wait out the new interval instead
+            self._renewed_at = time.monotonic()
             try:
                 self._client.heartbeat(self.trial_id, self._token)
             except ApiError as error:

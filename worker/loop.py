@@ -147,7 +147,9 @@ class Worker:
         def report(step: int, value: float) -> bool:
             body = IntermediateReport(lease_token=token, step=step, value=value)
             try:
-                return self.client.report(trial_id, body)
+                prune = self.client.report(trial_id, body)
+                beats.renewed()
+                return prune
             except HpsClientError as error:
                 if isinstance(error, ApiError) and error.status == 409:
                     raise LeaseLost(error.body.message) from error
@@ -157,6 +159,7 @@ class Worker:
                 log.warning("trial %d: report at step %d not delivered: %s", trial_id, step, error)
                 return False
 
+        # ``report`` tells ``beats`` of each renewal, so that no heartbeat repeats one.
         with Heartbeats(self.client, assignment) as beats:
             self._train(assignment, report, beats)
 

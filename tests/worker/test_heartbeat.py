@@ -112,6 +112,32 @@ def test_a_trial_slower_than_its_lease_keeps_it_by_heartbeats(service: LiveServi
     assert trial.finished_at - trial.started_at > timedelta(seconds=2 * LEASE_S)
 
 
+def test_a_trial_that_reports_often_sends_almost_no_heartbeats(
+    service: LiveService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each accepted report renews the lease, so a beat is due only after an interval without one.
+    made: list[Heartbeats] = []
+
+    class Recorded(Heartbeats):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(loop, "Heartbeats", Recorded)
+    with service.client() as admin:
+        study = admin.submit(spec(steps=STEPS, report_every=20))
+    run_worker(service)
+    with service.client() as admin:
+        (trial,) = admin.trials(study.id)
+
+    assert trial.state == TrialState.COMPLETED
+    assert trial.started_at is not None and trial.finished_at is not None
+    silent_beats = (trial.finished_at - trial.started_at).total_seconds() / made[0].interval_s
+    assert silent_beats > 4  # long enough that a worker beating blindly would send several
+    # A loaded machine may stall one report past an interval; blind beats would be all of them.
+    assert made[0].sent < 0.25 * silent_beats
+
+
 def test_without_heartbeats_the_same_trial_loses_its_lease(
     service: LiveService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
