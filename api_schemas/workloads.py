@@ -40,6 +40,11 @@ class TrainingConfig(BaseModel):
         default="fp32",
         description="bf16 runs the forward pass under autocast on CUDA; elsewhere it is fp32",
     )
+    compile: bool = Field(
+        default=False,
+        description="wrap each seed's model in torch.compile: a compile (tens of seconds) per "
+        "trial, repaid by long runs on a GPU; results differ from eager in the last digits",
+    )
 
 
 class EncoderConfig(TrainingConfig):

@@ -27,7 +27,7 @@ from typing import NoReturn, cast
 import optuna
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from api_schemas import (
     Failure,
@@ -94,8 +94,10 @@ class Leases:
         self._clock = clock
         # Lease, complete and expire each read and then write: one at a time in this process,
         # so a study never hands out more than n_trials and a trial never ends twice. Replicas
-        # on PostgreSQL also take turns through row locks: the study's row around a lease, the
-        # lease's row around a completion or an expiry (see Store.lock_study).
+        # on PostgreSQL also take turns through row locks: the study's row around a lease or a
+        # re-queue, the lease's row around a completion or an expiry (see Store.lock_study).
+        # (The row locks alone would do on PostgreSQL, but a lease holds two pooled connections
+        # while it waits: with many requests waiting on one study's row, the pool runs dry.)
         self._lock = threading.Lock()
 
     def lease(self, request: LeaseRequest) -> TrialAssignment | None:
@@ -127,7 +129,7 @@ class Leases:
 
     def _ask(self, session: Session, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment:
         study = self._studies.optuna_study(handle)
-        trial = study.ask()
+        trial = self._store.ask(study)
         try:
             params = _suggest(trial, handle.spec)
         except Exception as error:
@@ -317,6 +319,13 @@ class Leases:
         storage.set_trial_user_attr(lease.trial_id, tv.ATTR_FAILURE, failure_attr)
         retry = failure.kind in RETRYABLE and lease.attempt < self._max_attempts
         if retry:
+            # A retry changes what counts towards n_trials (this run stops counting, the queued
+            # one starts): a lease counting the budget in between would start a trial too many.
+            # So the study's row is held, as a lease holds it, until the re-queue is committed
+            # with the session that holds the lease's row.
+            session = object_session(lease)
+            assert session is not None, "the caller holds the lease's row in a session"
+            self._store.lock_study(session, lease.study_id)
             storage.set_trial_user_attr(lease.trial_id, tv.ATTR_RETRIED, True)
         study.tell(number, state=OptunaState.FAIL)
         if retry:

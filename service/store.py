@@ -12,6 +12,7 @@ with their own version table, ``hps_alembic_version``, beside Optuna's ``alembic
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ from service.trials import ATTR_RETRIED
 SQLITE_BUSY_TIMEOUT_S = 30.0
 INITIAL_REVISION = "0001"
 """The tables as ``metadata.create_all`` made them before hps had migrations."""
+QUEUE_PEEK = 16
+"""Queued trials read at a time when claiming one (others may take the first few)."""
 MIGRATION_LOCK_KEY = 0x68707331
 """A PostgreSQL advisory lock: replicas that start together migrate one after the other."""
 
@@ -185,6 +188,44 @@ class Store:
         session.execute(insert.on_conflict_do_nothing(index_elements=["trial_id", "step"]))
         return True
 
+    def ask(self, study: optuna.Study) -> optuna.Trial:
+        """``study.ask()``: the oldest queued trial, claimed, else a new one.
+
+        Optuna's own ``ask`` looks for a queued trial by loading every unfinished trial of the
+        study, running ones included, through its cache: with a thousand workers in flight, or
+        a grid of ten thousand queued cells, that load is most of a lease. Here the queue is
+        read by one indexed query, and each candidate is claimed with Optuna's own
+        compare-and-set (``set_trial_state_values(RUNNING)`` is False for a trial another
+        process took), as ``Study._pop_waiting_trial_id`` does.
+        """
+        trial = optuna_models.TrialModel
+        queued = (
+            select(trial.trial_id)
+            .where(trial.study_id == study._study_id, trial.state == OptunaState.WAITING)
+            .order_by(trial.number)
+            .limit(QUEUE_PEEK)
+        )
+        storage = study._storage
+        claimed = None
+        while claimed is None:
+            with self.session() as session:
+                candidates = session.scalars(queued).all()
+            if not candidates:
+                claimed = storage.create_new_trial(study._study_id)
+            for trial_id in candidates:
+                # Each refusal means the trial left the queue, so the next query returns less.
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    if storage.set_trial_state_values(trial_id, state=OptunaState.RUNNING):
+                        claimed = trial_id
+                        break
+        if not _cache_knows(storage, claimed):
+            # Queued by another replica, or before this process started: let Optuna's cache read
+            # the study once (its suggest and tell look trials up there). Trials this process
+            # queues or creates are known to it already, so this is rare.
+            storage.get_all_trials(study._study_id, deepcopy=False)
+        study._thread_local.cached_all_trials = None  # as Study.ask: samplers read afresh
+        return optuna.Trial(study, claimed)
+
     def _count_trials(self, study_id: int) -> int:
         """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
         trial = optuna_models.TrialModel
@@ -236,6 +277,13 @@ class Store:
         self.optuna_storage.remove_session()
         self.optuna_storage.engine.dispose()
         self.engine.dispose()
+
+
+def _cache_knows(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    """Whether Optuna's trial cache (``_CachedStorage``, which wraps every ``RDBStorage`` a
+    study is given) has ``trial_id``; a storage without that cache needs nothing."""
+    known = getattr(storage, "_trial_id_to_study_id_and_number", None)
+    return known is None or trial_id in known
 
 
 def build_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampler:

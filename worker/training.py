@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -88,15 +88,17 @@ def _start_run(
 ) -> _SeedRun:
     model = task.build_model(seed).to(device)
     optimizer = build_optimizer(assignment.params, model.parameters())
+    config = assignment.workload.config
     return _SeedRun(
         seed=seed,
-        model=model,
+        # The optimizer holds the parameters, which the compiled wrapper shares.
+        model=cast(nn.Module, torch.compile(model)) if config.compile else model,
         optimizer=optimizer,
-        scheduler=trial_schedule(optimizer, assignment.params, assignment.workload.config.steps),
+        scheduler=trial_schedule(optimizer, assignment.params, config.steps),
         batches=task.train_batches(seed),
         loss_sum=torch.zeros((), device=device),
         # bf16 autocast is a CUDA feature here; on the CPU it would only slow the run down.
-        autocast=assignment.workload.config.precision == "bf16" and device.type == "cuda",
+        autocast=config.precision == "bf16" and device.type == "cuda",
     )
 
 

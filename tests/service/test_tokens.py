@@ -13,7 +13,7 @@ import pytest
 
 from api_schemas import ErrorBody
 from api_schemas.tokens import Scope, TokenCreated, TokenRead, allows, granted
-from service.tokens import LOCAL_ADMIN, write_secret
+from service.tokens import AUTH_CACHE_TTL, LOCAL_ADMIN, write_secret
 from tests.service.conftest import Api, bearer
 
 
@@ -149,6 +149,22 @@ def test_a_revoked_token_is_refused_and_revoking_is_idempotent(api: Api) -> None
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == "Bearer"
     assert "revoked" in ErrorBody.model_validate(refused.json()).message
+
+
+def test_a_revocation_reaches_other_replicas_within_the_auth_cache_ttl(
+    make_api: Callable[..., Api],
+) -> None:
+    # Two replicas on one database: each trusts a token it checked within AUTH_CACHE_TTL.
+    here, there = make_api(), make_api()
+    secret = here.mint("read", name="leaving")
+    (token,) = [t for t in here.client.get("/v1/tokens").json() if t["name"] == "leaving"]
+    assert there.client.get("/v1/studies", headers=bearer(secret)).status_code == 200
+
+    assert here.client.delete(f"/v1/tokens/{token['id']}").status_code == 200
+    assert here.client.get("/v1/studies", headers=bearer(secret)).status_code == 401  # at once
+    assert there.client.get("/v1/studies", headers=bearer(secret)).status_code == 200  # cached
+    there.clock.advance(AUTH_CACHE_TTL.total_seconds())
+    assert there.client.get("/v1/studies", headers=bearer(secret)).status_code == 401
 
 
 def test_revoking_an_unknown_token_is_404(api: Api) -> None:

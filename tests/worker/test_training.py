@@ -162,3 +162,24 @@ def test_time_limit() -> None:
     ticks = itertools.count(step=1.0)  # every clock read is one second later
     with pytest.raises(TrialTimeLimit):
         _run(_assignment(time_limit_s=20.0), clock=lambda: next(ticks))
+
+
+def test_compile_trains_the_same_model_through_torch_compile() -> None:
+    # A real compile (Inductor, C++ on the CPU) of the tiny model: the run must go through a
+    # compiled graph and land where the eager run does, up to float reassociation.
+    torch._dynamo.reset()
+    config = TINY.model_copy(update={"steps": 10, "report_every": 5, "compile": True})
+    compiled, compiled_reports = _run(
+        _assignment(seeds=[0], workload=PostLNTransformer(config=config))
+    )
+    eager, eager_reports = _run(
+        _assignment(
+            seeds=[0],
+            workload=PostLNTransformer(config=config.model_copy(update={"compile": False})),
+        )
+    )
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert [step for step, _ in compiled_reports] == [step for step, _ in eager_reports]
+    for (_, ours), (_, theirs) in zip(compiled_reports, eager_reports, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-3)
+    assert compiled.seeds[0].loss == pytest.approx(eager.seeds[0].loss, rel=1e-3)
