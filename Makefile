@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean system-deps
+.PHONY: run test lint bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ system-deps:
 # starting and training, which overlap well.
 test: lint system-deps
 	$(BIN)/python -m pytest -n auto
+
+# Every benchmark in bench/ at its full sizes (about half an hour); figures go in
+# BENCHMARKS.md. `make bench BENCH_ARGS=--quick` runs them small, in minutes, to check they work.
+bench: $(VENV)/.dev-deps
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) hps.db hps.db-wal hps.db-shm hps.token

@@ -62,7 +62,7 @@ def synthetic(spec: StudySpec, rng: np.random.Generator) -> list[optuna.trial.Fr
     }
     out = []
     for cell in spec.grid():
-        lr, warmup = float(cell["lr"]), int(cell["warmup_steps"])  # type: ignore[arg-type]
+        lr, warmup = float(cell["lr"]), int(cell["warmup_steps"])
         mean = 0.5 + 0.2 * abs(math.log10(lr) + 2.5) - 0.05 * (warmup > 0)
         fail_p = min(1.0, max(0.0, (math.log10(lr) + 2.2) * (0.3 if warmup else 0.8)))
         states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
