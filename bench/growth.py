@@ -55,7 +55,7 @@ from api_schemas import (
 from api_schemas.search_space import values_of
 from api_schemas.tokens import Scope
 from hps.client import Client
-from hps.local import HPS, await_health, free_port
+from hps.local import HPS, await_health, free_port, stop
 from service import trials as tv
 from service.models import LeaseRow, StudyRow
 from service.store import Store
@@ -282,12 +282,7 @@ def serve(directory: Path) -> Iterator[str]:
         await_health(url, server)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop([server])
 
 
 @dataclass

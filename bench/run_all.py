@@ -23,6 +23,7 @@ ROOT = BENCH.parent
 QUICK: dict[str, list[str]] = {
     "worker_overhead": ["--trials", "1", "--steps", "50"],
     "service_throughput": ["--seconds", "3"],  # both backends: 4 runs of 3 s
+    "call_costs": ["--lifecycles", "20"],
     "analysis_bench": ["--sizes", "100", "200", "--seeds", "2"],
     "growth": ["--sizes", "100", "1000", "--leases", "20", "--analyses", "1"],
     # 40 workers with 15 s trials send about 27 requests/s: within what a 2-core machine serves.

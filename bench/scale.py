@@ -60,7 +60,7 @@ from api_schemas import (
 )
 from api_schemas.tokens import Scope
 from hps.client import Client
-from hps.local import HPS, await_health, free_port
+from hps.local import HPS, await_health, free_port, stop
 
 SPACE = {
     "optimizer": {"type": "categorical", "choices": ["adam", "radam"]},
@@ -284,12 +284,7 @@ def serve(directory: Path, lease_s: float) -> Iterator[tuple[str, subprocess.Pop
             await_health(url, server)
             yield url, server
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop([server])
 
 
 def run(workers: int, load: Load) -> Result:
