@@ -492,6 +492,27 @@ def test_grid_study_runs_every_cell_once(api: Api) -> None:
     assert api.study(study["id"])["state"] == "finished"
 
 
+def test_a_grid_queued_by_one_service_is_leased_in_order_by_another(
+    make_api: Callable[..., Api],
+) -> None:
+    # A replica, or the same service after a restart, finds the queued cells in the database,
+    # oldest first: its own Optuna cache has never seen them.
+    first = make_api()
+    space = {
+        "optimizer": {"type": "fixed", "value": "adam"},
+        "lr": {"type": "categorical", "choices": [0.001, 0.01, 0.1]},
+    }
+    study = first.create(search_space=space, sampler={"type": "grid"}, n_trials=None)
+    second = make_api()
+    got = [lease(second) for _ in range(3)]
+    assert [a["trial_number"] for a in got] == [0, 1, 2]
+    assert {a["params"]["lr"] for a in got} == {0.001, 0.01, 0.1}
+    assert second.lease() is None
+    for assignment in got:
+        assert second.complete(assignment, 1.0).status_code == 200
+    assert first.study(study["id"])["state"] == "finished"
+
+
 def test_leases_alternate_between_running_studies(api: Api) -> None:
     first = api.create(name="first", n_trials=3, seeds_per_trial=1)
     second = api.create(name="second", n_trials=3, seeds_per_trial=1)
