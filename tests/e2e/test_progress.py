@@ -6,7 +6,7 @@ import io
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,18 +52,33 @@ def test_ctrl_c_stops_waiting_not_the_study(service: Service, tmp_path: Path) ->
     waiting = subprocess.Popen(
         [sys.executable, "-m", "hps", "submit", str(spec_file), "--url", service.url, "--wait"],
         env=service.cli_env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    with service.client() as client:
-        deadline = time.monotonic() + 60
-        while not client.studies():
-            assert time.monotonic() < deadline, "the study was not submitted"
-            time.sleep(0.2)
-        time.sleep(1.0)  # let it reach the waiting loop
+    # Ctrl-C once it is waiting (its first progress line), not while it submits: on a loaded
+    # machine a fixed pause may end before the command has its answer.
+    lines: list[str] = []
+    watching = threading.Event()
+
+    def read() -> None:
+        assert waiting.stderr is not None
+        for line in waiting.stderr:
+            lines.append(line)
+            if " done (" in line:
+                watching.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert watching.wait(timeout=60), "".join(lines)
         waiting.send_signal(signal.SIGINT)
-        _, stderr = waiting.communicate(timeout=30)
+        waiting.wait(timeout=30)
+    finally:
+        waiting.kill()
+    reader.join(timeout=10)
+    stderr = "".join(lines)
+    with service.client() as client:
         (study,) = client.studies()
     assert waiting.returncode == 130, stderr
     assert f"study {study.id} goes on" in stderr
