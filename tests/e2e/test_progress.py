@@ -51,7 +51,7 @@ def test_ctrl_c_stops_waiting_not_the_study(service: Service, tmp_path: Path) ->
     # No worker: the study cannot finish while we wait on it.
     waiting = subprocess.Popen(
         [sys.executable, "-m", "hps", "submit", str(spec_file), "--url", service.url, "--wait"],
-        env=service.cli_env,
+        env={**service.cli_env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,7 +73,13 @@ def test_ctrl_c_stops_waiting_not_the_study(service: Service, tmp_path: Path) ->
     try:
         assert watching.wait(timeout=60), "".join(lines)
         waiting.send_signal(signal.SIGINT)
-        waiting.wait(timeout=30)
+        try:
+            waiting.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            waiting.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack
+            waiting.wait(timeout=10)
+            reader.join(timeout=10)
+            pytest.fail("still running 30 s after Ctrl-C:\n" + "".join(lines))
     finally:
         waiting.kill()
     reader.join(timeout=10)
