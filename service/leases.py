@@ -178,16 +178,14 @@ class Leases:
         """
         with self._store.session() as session:
             renewed = self._renew_in(session, trial_id, report.lease_token, report.step)
-            if renewed is not None:
-                study_id = renewed.study_id
-                recorded = self._store.record_intermediate_value(
-                    session, trial_id, report.step, report.value
-                )
-                if not recorded:  # it ended meanwhile: keep the lease as it was
-                    raise LeaseConflict(f"trial {trial_id} is no longer running")
-                state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id))
-        if renewed is None:
-            self._refuse(trial_id, report.lease_token)
+            if renewed is None:
+                self._refuse(trial_id, report.lease_token)  # nothing was written
+            study_id = renewed.study_id
+            if not self._store.record_intermediate_value(
+                session, trial_id, report.step, report.value
+            ):  # it ended meanwhile: the renewal is rolled back with this
+                raise LeaseConflict(f"trial {trial_id} is no longer running")
+            state = session.scalar(select(StudyRow.state).where(StudyRow.id == study_id))
         if state == StudyState.CANCELLED:
             return True  # stop now; the worker completes it as pruned with what it has
         handle = self._studies.handle(study_id)
