@@ -17,6 +17,7 @@ from api_schemas.search_space import (
     SearchSpace,
     contains,
     grid_cells,
+    grid_size,
 )
 from api_schemas.studies import (
     WORKLOAD_PARAM,
@@ -111,4 +112,5 @@ __all__ = [
     "Workload",
     "contains",
     "grid_cells",
+    "grid_size",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from api_schemas.params import PARAMS, REQUIRED_PARAMS
 
@@ -39,14 +39,18 @@ class Condition(_Model):
 class _Param(_Model):
     condition: Condition | None = None
 
+    def in_values(self) -> list[Scalar]:
+        """The parent's values that switch this parameter on (none without a condition)."""
+        return [] if self.condition is None else self.condition.in_
+
 
 class FloatParam(_Param):
     """A float drawn from [low, high], log-uniformly when ``log`` is true."""
 
     type: Literal["float"] = "float"
-    low: float
-    high: float
-    log: bool = False
+    low: StrictFloat
+    high: StrictFloat
+    log: StrictBool = False
 
 
 class IntParam(_Param):
@@ -56,7 +60,7 @@ class IntParam(_Param):
     low: StrictInt
     high: StrictInt
     step: StrictInt = Field(default=1, ge=1)
-    log: bool = False
+    log: StrictBool = False
 
 
 class CategoricalParam(_Param):
@@ -91,8 +95,22 @@ class Problem:
         return f"{self.field} {self.message}"
 
 
+def n_values(param: Param) -> int | None:
+    """How many values ``param`` can take (see :func:`values_of`), without listing them."""
+    if isinstance(param, CategoricalParam):
+        return len(param.choices)
+    if isinstance(param, FixedParam):
+        return 1
+    if isinstance(param, IntParam) and not param.log:
+        return len(range(param.low, param.high + 1, param.step))
+    return None
+
+
 def values_of(param: Param) -> list[Scalar] | None:
-    """The finite list of values ``param`` can take, or None for a continuous range."""
+    """The finite list of values ``param`` can take, or None for a continuous range.
+
+    An int range is listed in full: check its size with :func:`n_values` first.
+    """
     if isinstance(param, CategoricalParam):
         return list(param.choices)
     if isinstance(param, FixedParam):
@@ -152,10 +170,12 @@ def _check_condition(name: str, param: Param, space: Mapping[str, Param]) -> Ite
     if parent is None:
         yield Problem(f"{path}.param", f"names {condition.param!r}, which is not in search_space")
         return
-    choices = values_of(parent)
-    if choices is None or isinstance(parent, IntParam):
+    if not isinstance(parent, CategoricalParam | FixedParam):
         yield Problem(f"{path}.param", "must name a categorical or fixed parameter")
         return
+    # A set, not the list: both lists can be as long as the body allows. Membership is by
+    # value, as in ``is_active`` (hashing agrees with ==, so 1 and True still match).
+    choices = set(values_of(parent) or ())
     for i, value in enumerate(condition.in_):
         if value not in choices:
             yield Problem(f"{path}.in[{i}]", f"{value!r} is not a choice of {condition.param}")
@@ -209,6 +229,37 @@ def is_active(param: Param, params: Mapping[str, Scalar]) -> bool:
     return condition is None or (
         condition.param in params and params[condition.param] in condition.in_
     )
+
+
+def grid_size(space: Mapping[str, Param]) -> int | None:
+    """``len(grid_cells(space))``, computed from the space without building a cell.
+
+    A parameter's values each multiply in the cells of the parameters conditional on it that
+    they switch on; a switched-off child contributes one way (absent). None when a parameter has
+    no finite list of values. Cost: one pass over the values, however many cells they make.
+    """
+    children: dict[str, list[str]] = {}
+    roots: list[str] = []
+    for name, param in space.items():
+        if n_values(param) is None:
+            return None
+        if param.condition is None:
+            roots.append(name)
+        else:
+            children.setdefault(param.condition.param, []).append(name)
+
+    def size(name: str) -> int:
+        param = space[name]
+        kids = [(set(space[c].in_values()), c) for c in children.get(name, [])]
+        if not kids or isinstance(param, IntParam):  # an int parent is refused by the check
+            return n_values(param) or 0
+        sizes = {c: size(c) for _, c in kids}
+        values = values_of(param) or []
+        return sum(math.prod(sizes[c] if v in on else 1 for on, c in kids) for v in values)
+
+    # A parameter on a cycle of conditions is reached from no root: no cell has it (and
+    # check_search_space refuses the space).
+    return math.prod(size(name) for name in roots)
 
 
 def grid_cells(space: Mapping[str, Param]) -> list[dict[str, Scalar]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from api_schemas.search_space import (
@@ -15,13 +15,22 @@ from api_schemas.search_space import (
     SearchSpace,
     check_search_space,
     grid_cells,
-    values_of,
+    grid_size,
+    n_values,
 )
 from api_schemas.trials import TrialRead
 from api_schemas.workloads import Workload
 
 MAX_GRID_CELLS = 100_000
 MAX_SEEDS_PER_TRIAL = 64
+MAX_INT32 = 2**31 - 1
+"""The largest number an id, a step or a seed may be: the database's INTEGER columns hold it."""
+MAX_SAMPLER_SEED = MAX_INT32
+"""numpy (under Optuna's samplers) takes seeds in 0..2^32-1; a restarted service re-seeds with
+``seed + trials so far`` (fewer than 2^31), so a 31-bit seed never leaves numpy's range."""
+MAX_SEED = MAX_INT32 - MAX_SEEDS_PER_TRIAL
+"""A study's first paired seed: ``seed + i`` for every seed i stays a 31-bit number (torch and
+numpy take it, and so does the database)."""
 
 WORKLOAD_PARAM = "workload"
 """The trial parameter naming, by label, which of the study's workloads a trial trains.
@@ -42,16 +51,22 @@ class SamplerSpec(_Model):
     """
 
     type: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int | None = Field(default=0, description="sampler seed; null for a random one")
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SAMPLER_SEED)] | None = Field(
+        default=0, description="sampler seed, 0..2^31-1; null for a random one"
+    )
 
 
 class PrunerSpec(_Model):
     """Which Optuna pruner stops hopeless trials. A trial is never pruned inside its warmup."""
 
     type: Literal["none", "median", "percentile"] = "none"
-    n_startup_trials: int = Field(default=5, ge=0, description="trials finished before pruning")
-    n_warmup_steps: int = Field(default=0, ge=0, description="steps before pruning a trial")
-    percentile: float = Field(default=25.0, gt=0, lt=100, description="for type percentile")
+    n_startup_trials: StrictInt = Field(
+        default=5, ge=0, le=MAX_INT32, description="trials finished before pruning"
+    )
+    n_warmup_steps: StrictInt = Field(
+        default=0, ge=0, le=MAX_INT32, description="steps before pruning a trial"
+    )
+    percentile: StrictFloat = Field(default=25.0, gt=0, lt=100, description="for type percentile")
 
 
 class Objective(_Model):
@@ -101,16 +116,17 @@ class Control(_Model):
 class AnalysisSpec(_Model):
     """How the analysis judges the study. Fixed at submit time, before any result is seen."""
 
-    margin: float | None = Field(
+    margin: StrictFloat | None = Field(
         default=None,
         gt=0,
+        le=1e6,
         description=(
             "δ, in held-out loss: a warmup regret below δ counts as no need to tune warmup. "
             "When omitted the analysis computes max(0.02, 0.2·Δ_Adam) from the subject "
             "workload's results (and says so)."
         ),
     )
-    bootstrap: int = Field(
+    bootstrap: StrictInt = Field(
         default=1000, ge=100, le=20_000, description="paired seed bootstrap resamples"
     )
 
@@ -128,15 +144,20 @@ class StudySpec(_Model):
     search_space: SearchSpace
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    n_trials: int | None = Field(
-        default=None, ge=1, le=MAX_GRID_CELLS, description="required unless sampler is grid"
+    n_trials: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GRID_CELLS,
+        description="required unless sampler is grid; for a grid, omitted or its size",
     )
-    seeds_per_trial: int = Field(
+    seeds_per_trial: StrictInt = Field(
         default=3, ge=1, le=MAX_SEEDS_PER_TRIAL, description="R paired seeds per trial"
     )
-    seed: int = Field(default=0, ge=0, description="seed i of every trial is seed + i")
+    seed: StrictInt = Field(
+        default=0, ge=0, le=MAX_SEED, description="seed i of every trial is seed + i"
+    )
     objective: Objective = Field(default_factory=Objective)
-    trial_time_limit_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    trial_time_limit_s: StrictFloat = Field(default=900.0, gt=0, le=7 * 24 * 3600)
     controls: list[Control] = Field(default_factory=list, max_length=16)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
@@ -159,13 +180,16 @@ class StudySpec(_Model):
             if self.n_trials is None:
                 return [Problem("n_trials", "is required unless sampler.type is grid")]
             return []
-        continuous = [n for n, p in self.search_space.items() if values_of(p) is None]
+        continuous = [n for n, p in self.search_space.items() if n_values(p) is None]
         if continuous:
             return [
                 Problem(f"search_space.{n}", "must be categorical, fixed or int for sampler grid")
                 for n in continuous
             ]
-        size = len(grid_cells(self.search_space)) * len(self.workloads)
+        # Counted, not built: a spec of a few KB can describe 10^12 cells.
+        cells = grid_size(self.search_space)
+        assert cells is not None  # every parameter has a finite list of values
+        size = cells * len(self.workloads)
         if size > MAX_GRID_CELLS:
             return [
                 Problem(

@@ -1,19 +1,31 @@
 """The worker protocol: lease a trial, report progress, complete it; and trial reads.
 
 Every float a worker sends must be finite: a diverged seed is reported as ``diverged: true``
-with its chance-level loss, never as NaN or Inf (those are rejected with 422).
+with its chance-level loss, never as NaN or Inf (those are rejected with 422). Losses, reported
+and final, must also lie within ``±MAX_LOSS``: a value outside is refused with 422, not
+clipped (the worker clips at the chance loss, so a value that large is a bug worth seeing).
+Numbers are strict: ``"1.0"`` or ``true`` is no loss.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from api_schemas.search_space import Scalar
 from api_schemas.workloads import Workload
+
+MAX_LOSS = 1e9
+"""The largest loss (in absolute value) a worker may report. Workers clip at the chance loss
+(ln(vocab), a few nats) and call 10x that diverged, so no honest value comes near; the bound
+keeps means, plots and sums of any stored values finite (1.7e308 overflowed ``fmean``)."""
+MAX_SEED_ID = 2**31 - 1
+"""Seeds, like steps, are 31-bit numbers (see ``api_schemas.studies.MAX_SEED``)."""
+
+Loss = Annotated[StrictFloat, Field(ge=-MAX_LOSS, le=MAX_LOSS)]
 
 
 class _Model(BaseModel):
@@ -71,8 +83,8 @@ class IntermediateReport(_Model):
 
     lease_token: str
     # Bounded by the database's INTEGER step column (32 bits on PostgreSQL).
-    step: int = Field(ge=0, le=2**31 - 1)
-    value: float
+    step: StrictInt = Field(ge=0, le=2**31 - 1)
+    value: Loss
 
 
 class PruneDecision(BaseModel):
@@ -82,11 +94,11 @@ class PruneDecision(BaseModel):
 class SeedResult(_Model):
     """How one seed's run ended."""
 
-    seed: int
-    loss: float = Field(description="final held-out loss, clipped at the chance loss")
-    accuracy: float | None = Field(default=None, ge=0, le=1)
+    seed: StrictInt = Field(ge=0, le=MAX_SEED_ID)
+    loss: Loss = Field(description="final held-out loss, clipped at the chance loss")
+    accuracy: StrictFloat | None = Field(default=None, ge=0, le=1)
     diverged: bool = Field(description="loss became non-finite or collapsed to chance")
-    steps: int = Field(ge=0, description="optimizer steps taken")
+    steps: StrictInt = Field(ge=0, le=2**31 - 1, description="optimizer steps taken")
 
 
 class FailureKind(StrEnum):
@@ -117,7 +129,7 @@ class TrialResult(_Model):
 
     lease_token: str
     state: Literal["completed", "pruned", "failed"]
-    seeds: list[SeedResult] = Field(default_factory=list)
+    seeds: list[SeedResult] = Field(default_factory=list, max_length=64)
     failure: Failure | None = None
     device: str = Field(default="cpu", max_length=100)
     torch_version: str = Field(default="", max_length=100)
@@ -132,6 +144,8 @@ class TrialResult(_Model):
             raise ValueError("failure is only allowed when state is 'failed'")
         if self.state == "completed" and not self.seeds:
             raise ValueError("seeds must list every seed's result when state is 'completed'")
+        if len({s.seed for s in self.seeds}) != len(self.seeds):
+            raise ValueError("seeds must not repeat a seed")
         return self
 
 

@@ -23,6 +23,7 @@ from api_schemas import (
     StudySpec,
     contains,
     grid_cells,
+    grid_size,
 )
 from api_schemas.search_space import check_search_space, is_active, sampling_order
 
@@ -579,6 +580,7 @@ def test_every_grid_cell_is_a_distinct_point_of_its_space(raw: dict[str, Any]) -
     assert check_search_space(space) == []
     cells = grid_cells(space)
     assert cells
+    assert grid_size(space) == len(cells)
     assert len({frozenset(c.items()) for c in cells}) == len(cells)
     for cell in cells:
         assert contains(space, cell), cell
@@ -596,3 +598,76 @@ def test_every_sampled_point_is_in_its_space(raw: dict[str, Any], rng: random.Ra
     # Dropping any active parameter leaves a point that is no longer in the space.
     for name in point:
         assert not contains(space, {k: v for k, v in point.items() if k != name})
+
+
+# --- size, counted before anything is built ---------------------------------------------------
+
+
+def test_grid_size_counts_conditional_cells_without_building_them() -> None:
+    space = SPACE.validate_python(
+        {
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd", "radam"]},
+            "lr": {"type": "categorical", "choices": [0.1, 0.01]},
+            "beta2": {
+                "type": "categorical",
+                "choices": [0.9, 0.99, 0.999],
+                "condition": {"param": "optimizer", "in": ["adam", "radam"]},
+            },
+            "momentum": {
+                "type": "fixed",
+                "value": 0.9,
+                "condition": {"param": "optimizer", "in": ["sgd"]},
+            },
+            "nesterov": {
+                "type": "categorical",
+                "choices": [True, False],
+                "condition": {"param": "momentum", "in": [0.9]},
+            },
+        }
+    )
+    assert grid_size(space) == len(grid_cells(space)) == (3 + 3 + 2) * 2
+
+
+def test_grid_size_of_a_huge_int_range_is_arithmetic() -> None:
+    space = SPACE.validate_python(
+        {**BASE, "warmup_steps": {"type": "int", "low": 0, "high": 2**62}}
+    )
+    assert grid_size(space) is None  # lr is a float range: no grid
+    finite = {**space, "lr": SPACE.validate_python({"lr": {"type": "fixed", "value": 0.1}})["lr"]}
+    assert grid_size(finite) == 2 * (2**62 + 1)
+
+
+def test_a_condition_on_a_huge_int_range_is_refused_without_listing_it() -> None:
+    found = problems(
+        warmup_steps={"type": "int", "low": 0, "high": 2**62},
+        beta1={"type": "fixed", "value": 0.9, "condition": {"param": "warmup_steps", "in": [1]}},
+    )
+    assert "categorical or fixed" in found["search_space.beta1.condition.param"]
+
+
+def huge_grid(cells_per_axis: int) -> dict[str, Any]:
+    return spec(
+        sampler={"type": "grid"},
+        n_trials=None,
+        search_space={
+            "optimizer": {"type": "fixed", "value": "adam"},
+            "lr": {"type": "categorical", "choices": [10.0**-i for i in range(1, 301)]},
+            "warmup_steps": {"type": "int", "low": 0, "high": cells_per_axis - 1},
+            "beta2": {
+                "type": "categorical",
+                "choices": [0.5 + i / 4000 for i in range(1000)],
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("cells_per_axis", [10**6, 2**60])
+def test_an_oversized_grid_is_refused_in_milliseconds(cells_per_axis: int) -> None:
+    """Issue 16: a 3000 x 3000 grid was built whole (8.6 s, 2 GB) before its size was checked."""
+    import time
+
+    body = huge_grid(cells_per_axis)
+    started = time.perf_counter()
+    with pytest.raises(ValidationError, match="grid cells"):
+        StudySpec.model_validate(body)
+    assert time.perf_counter() - started < 0.05
