@@ -14,8 +14,9 @@ COPY service service
 COPY worker worker
 COPY hps hps
 RUN pip install --no-cache-dir ".[${EXTRAS}]"
-RUN useradd --create-home hps && mkdir /data && chown hps /data
-USER hps
+# A fixed uid: Kubernetes pods run as it (deploy/kubernetes: runAsUser 1000, runAsNonRoot).
+RUN useradd --create-home --uid 1000 hps && mkdir /data && chown hps /data
+USER 1000
 ENV HPS_DATABASE_URL=sqlite:////data/hps.db
 EXPOSE 8000
 CMD ["hps", "serve", "--host", "0.0.0.0", "--port", "8000"]

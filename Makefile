@@ -48,6 +48,19 @@ system-deps:
 	         "the browser and PostgreSQL tests will skip"; \
 	  fi; \
 	fi
+	@# docker compose 2 (`docker compose config` checks docker-compose.yml) and kubectl (`kubectl
+	@# kustomize` builds deploy/kubernetes): from Debian trixie, since bookworm's are too old.
+	@missing=""; \
+	docker compose version 2>/dev/null | grep -q 'version v\?2' \
+	  || docker-compose version 2>/dev/null | grep -q 'version v\?2' || missing="docker-compose"; \
+	command -v kubectl >/dev/null || missing="$$missing kubectl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    deploy/install-trixie-debs.sh $$missing; \
+	  else \
+	    echo "note: $$missing missing and apt-get unusable: the deploy tests will skip"; \
+	  fi; \
+	fi
 
 # Tests run on every core (pytest-xdist): most of the wall time is real services and workers
 # starting and training, which overlap well.
