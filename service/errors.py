@@ -5,6 +5,8 @@ HpsError
 ├── LeaseConflict      409  a report or completion under an expired, released or foreign lease
 ├── InvalidResult      422  a result that contradicts its assignment (wrong seeds, ...)
 ├── LimitExceeded      422  a valid spec over this service's limits (HPS_MAX_TRIALS, ...)
+├── RefusedValue       422  a value the database cannot store (a NUL character on PostgreSQL)
+├── StorageUnavailable 503  the database cannot be reached, or stayed locked too long
 └── AuthError
     ├── Unauthenticated  401  no bearer token, or an unknown or revoked one
     └── Forbidden        403  a valid token without the scope the route needs
@@ -48,6 +50,17 @@ class LimitExceeded(HpsError):
     # errors name the fields either way.
     status_code = 422
     code = "invalid_request"
+
+
+class RefusedValue(HpsError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class StorageUnavailable(HpsError):
+    status_code = 503
+    code = "storage_unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
 class AuthError(HpsError):

@@ -4,7 +4,11 @@ The service is the only process that opens the database (workers talk HTTP). On 
 file runs in WAL mode with a busy timeout so that readers never block the one writer and
 concurrent request threads wait instead of failing with "database is locked". On PostgreSQL
 several service replicas may share the database: what must happen once across all of them is
-decided by row locks (``lock_study``, leases locked with ``with_for_update``), never in memory.
+decided by row locks taken in ``Store.transaction``, never in memory.
+
+This module is the seam to Optuna's storage and to SQL: nothing else in hps touches either,
+and nothing else uses Optuna's private names. ``tests/service/test_storage_contract.py`` holds
+it to its contract on both backends, so that an Optuna upgrade fails there first.
 
 hps's tables are created and upgraded by Alembic migrations (``service/migrations``) at start,
 with their own version table, ``hps_alembic_version``, beside Optuna's ``alembic_version``.
@@ -13,33 +17,35 @@ with their own version table, ``hps_alembic_version``, beside Optuna's ``alembic
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from optuna.storages._rdb import models as optuna_models
-from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import Engine, create_engine, event, exists, func, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, exists, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import StudySpec
+from service.errors import RefusedValue, StorageUnavailable
 from service.migrations import VERSION_TABLE
-from service.models import StudyRow
-from service.trials import ATTR_RETRIED
+from service.models import LeaseRow, StudyRow
+from service.trial_record import ATTR_RETRIED
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 INITIAL_REVISION = "0001"
 """The tables as ``metadata.create_all`` made them before hps had migrations."""
-QUEUE_PEEK = 16
-"""Queued trials read at a time when claiming one (others may take the first few)."""
 MIGRATION_LOCK_KEY = 0x68707331
 """A PostgreSQL advisory lock: replicas that start together migrate one after the other."""
 
@@ -105,11 +111,52 @@ class TrialCounts:
         return self.counted >= n_trials and self.running == 0 and self.waiting == 0
 
 
-class Store:
-    """Owns the engine, the Optuna storage and the in-process cache of Optuna ``Study`` objects.
+@dataclass(frozen=True)
+class Lease:
+    """A lease as stored: which study, under which token hash, until when, which attempt."""
 
-    Study objects are cached because a seeded sampler must keep its random state between asks;
-    re-creating it for every lease would replay the same samples.
+    trial_id: int
+    study_id: int
+    token_hash: str
+    worker_id: str
+    attempt: int
+    expires_at: datetime
+    released: bool
+
+
+def trial_id_of(trial: FrozenTrial) -> int:
+    """The storage id of ``trial`` (Optuna keeps it in a private field)."""
+    return int(trial._trial_id)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _lease(row: LeaseRow) -> Lease:
+    return Lease(
+        trial_id=row.trial_id,
+        study_id=row.study_id,
+        token_hash=row.token_hash,
+        worker_id=row.worker_id,
+        attempt=row.attempt,
+        expires_at=_aware(row.expires_at),
+        released=row.released,
+    )
+
+
+class Store:
+    """The one seam to the database: hps's tables and Optuna's, every read and every write.
+
+    ``transaction`` is the only way in: one SQLAlchemy session, committed on success, rolled
+    back on any exception, with locks taken in one fixed order (see there) and database errors
+    translated into the domain's. The protocol's steps (lease, report, complete, expire) are
+    each one transaction: they write Optuna's rows with Optuna's own row-writing code, in the
+    same session as hps's rows, so that a kill between any two statements leaves either the
+    whole step or none of it.
+
+    It also keeps the in-process cache of Optuna ``Study`` objects: a seeded sampler must keep
+    its random state between asks; re-creating it for every lease would replay the same samples.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -123,22 +170,64 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._studies: dict[int, optuna.Study] = {}
         self._studies_lock = threading.Lock()
+        # Lease, complete and expire each read and then write: one at a time in this process,
+        # so a study never hands out more than n_trials and a trial never ends twice. Replicas
+        # on PostgreSQL also take turns through row locks (see ``transaction``). (The row locks
+        # alone would do on PostgreSQL, but with many requests waiting on one study's row, the
+        # connection pool runs dry.)
+        self._serial = threading.RLock()
+
+    # --- the transaction -------------------------------------------------------------------
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on any exception."""
-        with self._sessions.begin() as session:
-            yield session
+    def transaction(
+        self,
+        *,
+        serial: bool = False,
+        study_id: int | None = None,
+        lease_id: int | None = None,
+    ) -> Iterator[Session]:
+        """One transaction: commits on success, rolls back on any exception.
 
-    def lock_study(self, session: Session, study_id: int) -> None:
-        """Hold the study's row until ``session`` ends: replicas on PostgreSQL take turns.
+        Locks, always in this order: the process's lock (``serial``: for steps that read and
+        then write), then the study's rows (hps's, then Optuna's), then the lease's row; each
+        held until the transaction ends. On SQLite the row locks are no-ops (one service owns
+        a SQLite file, and the process lock serialises the same sections).
 
-        On SQLite this locks nothing (SQLite has no row locks): one service owns a SQLite file,
-        and its in-process lock serialises the same sections.
+        A value the database refuses (e.g. a NUL character on PostgreSQL) raises RefusedValue;
+        a database that cannot be reached or is locked too long raises StorageUnavailable.
         """
-        session.execute(select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
+        with self._serial if serial else contextlib.nullcontext():
+            try:
+                with self._sessions.begin() as session:
+                    if study_id is not None:
+                        session.execute(
+                            select(StudyRow.id).where(StudyRow.id == study_id).with_for_update()
+                        )
+                        session.execute(
+                            select(optuna_models.StudyModel.study_id)
+                            .where(optuna_models.StudyModel.study_id == study_id)
+                            .with_for_update()
+                        )
+                    if lease_id is not None:
+                        session.execute(
+                            select(LeaseRow.trial_id)
+                            .where(LeaseRow.trial_id == lease_id)
+                            .with_for_update()
+                        )
+                    yield session
+            except sqlalchemy.exc.DataError as error:
+                raise RefusedValue(f"the database refused a value: {error.orig}") from error
+            except sqlalchemy.exc.OperationalError as error:
+                raise StorageUnavailable(f"the database is unavailable: {error.orig}") from error
 
-    def trial_counts(self, study_id: int) -> TrialCounts:
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        """A plain transaction over hps's tables (no process lock, no row lock)."""
+        return self.transaction()
+
+    # --- counts and reads --------------------------------------------------------------------
+
+    def trial_counts(self, study_id: int, session: Session | None = None) -> TrialCounts:
         """Count a study's trials in SQL, over Optuna's tables (loading them all is O(trials))."""
         trial = optuna_models.TrialModel
         attr = optuna_models.TrialUserAttributeModel
@@ -148,7 +237,9 @@ class Store:
             .where(trial.study_id == study_id, ~retried)
             .group_by(trial.state)
         )
-        with self.session() as session:
+        with contextlib.ExitStack() as stack:
+            if session is None:
+                session = stack.enter_context(self.transaction())
             by_state: dict[OptunaState, int] = {
                 OptunaState(state) if not isinstance(state, OptunaState) else state: n
                 for state, n in session.execute(stmt).all()
@@ -158,6 +249,139 @@ class Store:
             running=by_state.get(OptunaState.RUNNING, 0),
             waiting=by_state.get(OptunaState.WAITING, 0),
         )
+
+    def trial(self, trial_id: int, session: Session | None = None) -> FrozenTrial:
+        """The trial as stored now (in ``session`` when given); KeyError if there is none."""
+        if session is None:
+            return self.optuna_storage.get_trial(trial_id)
+        model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
+        return self.optuna_storage._build_frozen_trial_from_trial_model(model)
+
+    def lease(self, trial_id: int, session: Session | None = None) -> Lease | None:
+        """The lease on ``trial_id``, or None if it was never leased."""
+        with contextlib.ExitStack() as stack:
+            if session is None:
+                session = stack.enter_context(self.transaction())
+            row = session.get(LeaseRow, trial_id)
+            return None if row is None else _lease(row)
+
+    def expired_leases(self, now: datetime) -> list[Lease]:
+        """Leases not released whose time ran out by ``now``."""
+        stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at <= now)
+        with self.transaction() as session:
+            return [_lease(row) for row in session.scalars(stmt).all()]
+
+    # --- the lease ----------------------------------------------------------------------------
+
+    def next_trial(self, session: Session, study_id: int) -> FrozenTrial:
+        """The trial a lease of ``study_id`` starts, as it will be stored, before any write:
+        the oldest queued trial (its fixed parameters and attributes included), else a new one
+        with the next number. ``start_trial`` writes it. Call it under the study's lock."""
+        trial = optuna_models.TrialModel
+        queued = session.scalar(
+            select(trial.trial_id)
+            .where(trial.study_id == study_id, trial.state == OptunaState.WAITING)
+            .order_by(trial.number)
+            .limit(1)
+        )
+        now = datetime.now()  # Optuna's stamps are local and naive
+        if queued is not None:
+            frozen = self.trial(queued, session)
+            frozen.state = OptunaState.RUNNING
+            frozen.datetime_start = now
+            return frozen
+        number = session.scalar(select(func.count()).where(trial.study_id == study_id))
+        return FrozenTrial(
+            number=int(number or 0),
+            state=OptunaState.RUNNING,
+            value=None,
+            datetime_start=now,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,  # not stored yet
+        )
+
+    def start_trial(
+        self, session: Session, study_id: int, trial: FrozenTrial, user_attrs: Mapping[str, Any]
+    ) -> int:
+        """Write ``trial`` (from ``next_trial``, its parameters sampled) as RUNNING with
+        ``user_attrs`` added, in ``session``; returns its id.
+
+        A new trial is written by Optuna's own ``create_new_trial(template_trial=...)`` code, a
+        queued one is claimed (WAITING to RUNNING) and given its parameters the same way.
+        """
+        storage = self.optuna_storage
+        trial_id = trial_id_of(trial)
+        if trial_id < 0:
+            template = copy.copy(trial)
+            template.user_attrs = {**trial.user_attrs, **user_attrs}
+            created = storage._get_prepared_new_trial(study_id, template, session)
+            if created.number != trial.number:  # the study's lock makes this impossible
+                raise StorageUnavailable(f"trial number {trial.number} was taken meanwhile")
+            return int(created.trial_id)
+        model = optuna_models.TrialModel
+        claimed = session.execute(
+            update(model)
+            .where(model.trial_id == trial_id, model.state == OptunaState.WAITING)
+            .values(state=OptunaState.RUNNING, datetime_start=trial.datetime_start)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise StorageUnavailable(f"queued trial {trial_id} was taken meanwhile")
+        stored = self.trial(trial_id, session)
+        for name, value in trial.params.items():
+            if name in stored.params:
+                continue
+            distribution = trial.distributions[name]
+            storage._set_trial_param_without_commit(
+                session, trial_id, name, distribution.to_internal_repr(value), distribution
+            )
+        self._set_user_attrs(session, trial_id, user_attrs)
+        return trial_id
+
+    def add_lease(self, session: Session, lease: Lease, device: str) -> None:
+        session.add(
+            LeaseRow(
+                trial_id=lease.trial_id,
+                study_id=lease.study_id,
+                token_hash=lease.token_hash,
+                worker_id=lease.worker_id,
+                device=device,
+                attempt=lease.attempt,
+                expires_at=lease.expires_at,
+                released=False,
+            )
+        )
+
+    # --- reports --------------------------------------------------------------------------------
+
+    def renew(
+        self, session: Session, trial_id: int, token_hash: str, now: datetime, until: datetime
+    ) -> Lease | None:
+        """Push the lease's expiry to ``until`` if it is live under ``token_hash`` at ``now``;
+        None when it is not.
+
+        One conditional UPDATE, so a renewal and the reaper cannot both win: a lease the
+        reaper has seen expired is never renewed, and a renewed one is never reaped.
+        """
+        stmt = (
+            update(LeaseRow)
+            .where(
+                LeaseRow.trial_id == trial_id,
+                LeaseRow.token_hash == token_hash,
+                LeaseRow.released.is_(False),
+                LeaseRow.expires_at > now,
+            )
+            .values(expires_at=until)
+            .returning(LeaseRow)
+            .execution_options(synchronize_session=False)
+        )
+        row = session.scalars(stmt).one_or_none()
+        return None if row is None else _lease(row)
 
     def record_intermediate_value(
         self, session: Session, trial_id: int, step: int, value: float
@@ -188,65 +412,66 @@ class Store:
         session.execute(insert.on_conflict_do_nothing(index_elements=["trial_id", "step"]))
         return True
 
-    def ask(self, study: optuna.Study) -> optuna.Trial:
-        """``study.ask()``: the oldest queued trial, claimed, else a new one.
+    # --- the end of a trial -------------------------------------------------------------------
 
-        Optuna's own ``ask`` looks for a queued trial by loading every unfinished trial of the
-        study, running ones included, through its cache: with a thousand workers in flight, or
-        a grid of ten thousand queued cells, that load is most of a lease. Here the queue is
-        read by one indexed query, and each candidate is claimed with Optuna's own
-        compare-and-set (``set_trial_state_values(RUNNING)`` is False for a trial another
-        process took), as ``Study._pop_waiting_trial_id`` does.
-        """
-        trial = optuna_models.TrialModel
-        queued = (
-            select(trial.trial_id)
-            .where(trial.study_id == study._study_id, trial.state == OptunaState.WAITING)
-            .order_by(trial.number)
-            .limit(QUEUE_PEEK)
-        )
-        storage = study._storage
-        claimed = None
-        while claimed is None:
-            with self.session() as session:
-                candidates = session.scalars(queued).all()
-            if not candidates:
-                claimed = storage.create_new_trial(study._study_id)
-            for trial_id in candidates:
-                # Each refusal means the trial left the queue, so the next query returns less.
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    if storage.set_trial_state_values(trial_id, state=OptunaState.RUNNING):
-                        claimed = trial_id
-                        break
-        if not _cache_knows(storage, claimed):
-            # Queued by another replica, or before this process started: let Optuna's cache read
-            # the study once (its suggest and tell look trials up there). Trials this process
-            # queues or creates are known to it already, so this is rare.
-            storage.get_all_trials(study._study_id, deepcopy=False)
-        study._thread_local.cached_all_trials = None  # as Study.ask: samplers read afresh
-        return optuna.Trial(study, claimed)
-
-    def _count_trials(self, study_id: int) -> int:
-        """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
-        trial = optuna_models.TrialModel
-        stmt = select(func.count()).where(trial.study_id == study_id)
-        with self.session() as session:
-            return int(session.scalar(stmt) or 0)
-
-    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        """Set several user attributes of a running trial in one transaction.
-
-        Optuna's public API commits one attribute per transaction; a lease sets three and a
-        completion five, and each commit is most of a request's cost on SQLite. This uses
-        RDBStorage's own per-attribute upsert (with its is-the-trial-still-running check), just
-        once for all of them. Safe beside the ``_CachedStorage`` Optuna wraps around the
-        storage: it caches finished trials only, and these trials are running.
-        """
+    def finish_trial(
+        self,
+        session: Session,
+        trial_id: int,
+        state: OptunaState,
+        value: float | None,
+        user_attrs: Mapping[str, Any],
+    ) -> None:
+        """End a running trial in ``session``: its attributes, its value, its state and end
+        time, and the release of its lease, in that one transaction (as ``study.tell`` would
+        in several)."""
+        assert state.is_finished()
         storage = self.optuna_storage
+        model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        storage.check_trial_is_updatable(trial_id, OptunaState(model.state))
+        self._set_user_attrs(session, trial_id, user_attrs)
+        if value is not None:
+            storage._set_trial_value_without_commit(session, model, 0, value)
+        model.state = state
+        model.datetime_complete = datetime.now()
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.trial_id == trial_id)
+            .values(released=True)
+            .execution_options(synchronize_session=False)
+        )
+
+    def release(self, session: Session, trial_id: int) -> None:
+        """Release the lease on a trial that has ended already."""
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.trial_id == trial_id)
+            .values(released=True)
+            .execution_options(synchronize_session=False)
+        )
+
+    def enqueue(
+        self,
+        session: Session,
+        study_id: int,
+        params: Mapping[str, Any],
+        user_attrs: Mapping[str, Any],
+    ) -> int:
+        """Queue a trial with fixed ``params`` in ``session``, as ``study.enqueue_trial`` does."""
+        template = optuna.trial.create_trial(
+            state=OptunaState.WAITING,
+            system_attrs={"fixed_params": dict(params)},
+            user_attrs=dict(user_attrs),
+        )
+        model = self.optuna_storage._get_prepared_new_trial(study_id, template, session)
+        return int(model.trial_id)
+
+    def _set_user_attrs(self, session: Session, trial_id: int, attrs: Mapping[str, Any]) -> None:
         model = optuna_models.TrialUserAttributeModel
-        with _create_scoped_session(storage.scoped_session, True) as session:
-            for key, value in attrs.items():
-                storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+        for key, value in attrs.items():
+            self.optuna_storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+    # --- Optuna studies ---------------------------------------------------------------------
 
     def create_optuna_study(self, optuna_name: str, spec: StudySpec) -> optuna.Study:
         study = optuna.create_study(
@@ -260,6 +485,11 @@ class Store:
             self._studies[study._study_id] = study
         return study
 
+    @staticmethod
+    def study_id_of(study: optuna.Study) -> int:
+        """The storage id of ``study`` (Optuna keeps it in a private field)."""
+        return int(study._study_id)
+
     def optuna_study(self, study_id: int, optuna_name: str, spec: StudySpec) -> optuna.Study:
         """The cached Optuna study, loaded on first use (e.g. after a restart)."""
         with self._studies_lock:
@@ -269,21 +499,28 @@ class Store:
                     study_name=optuna_name, storage=self.optuna_storage, pruner=build_pruner(spec)
                 )
                 # Re-seed past the trials already drawn, so a restart does not replay them.
-                study.sampler = build_sampler(spec, n_existing=self._count_trials(study._study_id))
+                study.sampler = build_sampler(spec, n_existing=self._count_trials(study_id))
                 self._studies[study_id] = study
             return study
+
+    @staticmethod
+    def fresh(study: optuna.Study) -> optuna.Study:
+        """``study`` with its per-ask trial cache dropped, as ``Study.ask`` does: samplers read
+        the trials afresh."""
+        study._thread_local.cached_all_trials = None
+        return study
+
+    def _count_trials(self, study_id: int) -> int:
+        """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
+        trial = optuna_models.TrialModel
+        stmt = select(func.count()).where(trial.study_id == study_id)
+        with self.transaction() as session:
+            return int(session.scalar(stmt) or 0)
 
     def close(self) -> None:
         self.optuna_storage.remove_session()
         self.optuna_storage.engine.dispose()
         self.engine.dispose()
-
-
-def _cache_knows(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
-    """Whether Optuna's trial cache (``_CachedStorage``, which wraps every ``RDBStorage`` a
-    study is given) has ``trial_id``; a storage without that cache needs nothing."""
-    known = getattr(storage, "_trial_id_to_study_id_and_number", None)
-    return known is None or trial_id in known
 
 
 def build_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampler:

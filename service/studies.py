@@ -46,6 +46,7 @@ class Studies:
         self._clock = clock
         self._limits = limits
         self._handles: dict[int, StudyHandle] = {}
+        self._done: set[int] = set()
         self._lock = threading.Lock()
 
     def create(self, spec: StudySpec) -> StudyRead:
@@ -116,16 +117,37 @@ class Studies:
         return [trial_views.trial_read(study_id, t) for t in trials]
 
     def state(self, study_id: int) -> StudyState:
+        """The study's state: CANCELLED is stored (a person's decision); FINISHED is derived
+        from the trial counts (every trial the study will run is final), never written, so no
+        crash between a last completion and a second write can leave it RUNNING."""
         with self._store.session() as session:
             row = session.get(StudyRow, study_id)
             if row is None:
                 raise NotFound(f"study {study_id} does not exist")
-            return StudyState(row.state)
+            stored = StudyState(row.state)
+        if stored != StudyState.RUNNING:  # cancelled, or finished by a service before this one
+            return stored
+        return StudyState.FINISHED if self.is_done(study_id) else StudyState.RUNNING
+
+    def is_done(self, study_id: int) -> bool:
+        """Whether every trial the study will run is final. Once true it stays true (a trial is
+        only re-queued from a running one), so the answer is kept in memory."""
+        if study_id in self._done:
+            return True
+        n_trials = self.handle(study_id).spec.n_trials
+        assert n_trials is not None  # the spec fills it in at validation
+        if not self._store.trial_counts(study_id).is_done(n_trials):
+            return False
+        with self._lock:
+            self._done.add(study_id)
+        return True
 
     def running_ids(self) -> list[int]:
+        """Studies not cancelled and not known to be done: those a lease may draw from."""
         with self._store.session() as session:
             stmt = select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING)
-            return list(session.scalars(stmt.order_by(StudyRow.id)).all())
+            ids = session.scalars(stmt.order_by(StudyRow.id)).all()
+        return [i for i in ids if i not in self._done]
 
     def cancel(self, study_id: int) -> StudyRead:
         """Stop a running study: no more leases, and running trials are pruned at their next
@@ -134,19 +156,10 @@ class Studies:
             row = session.get(StudyRow, study_id)
             if row is None:
                 raise NotFound(f"study {study_id} does not exist")
-            if row.state == StudyState.RUNNING:
+            if row.state == StudyState.RUNNING and not self.is_done(study_id):
                 row.state = StudyState.CANCELLED
         return self.read(study_id)
 
-    def finish_if_done(self, handle: StudyHandle) -> None:
-        """Mark the study finished once all the trials it will run are final."""
-        assert handle.spec.n_trials is not None
-        # A count in SQL: this runs on every completion, and loading the trials grows with them.
-        if self._store.trial_counts(handle.id).is_done(handle.spec.n_trials):
-            with self._store.session() as session:
-                row = session.get(StudyRow, handle.id)
-                if row is not None and row.state == StudyState.RUNNING:  # not a cancelled one
-                    row.state = StudyState.FINISHED
 
 
 def _handle(row: StudyRow) -> StudyHandle:

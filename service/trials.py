@@ -1,7 +1,7 @@
-"""Reading trials out of Optuna: states, hps's trial attributes, counts and progress.
+"""Trial views: a stored Optuna trial as the API shows it (``TrialRead``), and trial counts.
 
-hps keeps each trial's extras (per-seed results, failure, worker, device, attempt) as Optuna
-user attributes, so the Optuna dashboard shows them too. The keys are the ``ATTR_*`` names.
+What hps stores per trial beside Optuna's fields is ``service.trial_record``; its ``ATTR_*``
+keys are re-exported here for the readers that still take user attributes directly.
 """
 
 from __future__ import annotations
@@ -13,20 +13,38 @@ from typing import Any
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
-from api_schemas import Failure, PastAttempt, SeedResult, TrialCounts, TrialRead, TrialState
+from api_schemas import TrialCounts, TrialRead, TrialState
+from service.store import trial_id_of
+from service.trial_record import (
+    ATTR_ATTEMPT,
+    ATTR_DEVICE,
+    ATTR_FAILURE,
+    ATTR_HISTORY,
+    ATTR_RETRIED,
+    ATTR_SEEDS,
+    ATTR_STEPS_PER_SECOND,
+    ATTR_TORCH,
+    ATTR_WALL_TIME,
+    ATTR_WORKER,
+    TrialRecord,
+)
 
-ATTR_SEEDS = "seeds"
-ATTR_FAILURE = "failure"
-ATTR_ATTEMPT = "attempt"
-ATTR_WORKER = "worker_id"
-ATTR_DEVICE = "device"
-ATTR_STEPS_PER_SECOND = "steps_per_second"
-ATTR_WALL_TIME = "wall_time_s"
-ATTR_TORCH = "torch_version"
-ATTR_RETRIED = "retried"
-"""Set on a failed trial whose parameters were queued again: it does not use up the budget."""
-ATTR_HISTORY = "history"
-"""On a re-queued trial: the earlier runs of its parameters and how each failed (PastAttempt)."""
+__all__ = [
+    "ATTR_ATTEMPT",
+    "ATTR_DEVICE",
+    "ATTR_FAILURE",
+    "ATTR_HISTORY",
+    "ATTR_RETRIED",
+    "ATTR_SEEDS",
+    "ATTR_STEPS_PER_SECOND",
+    "ATTR_TORCH",
+    "ATTR_WALL_TIME",
+    "ATTR_WORKER",
+    "STATES",
+    "count",
+    "is_retried",
+    "trial_read",
+]
 
 STATES: dict[OptunaState, TrialState] = {
     OptunaState.WAITING: TrialState.WAITING,
@@ -38,22 +56,21 @@ STATES: dict[OptunaState, TrialState] = {
 
 
 def trial_read(study_id: int, trial: FrozenTrial) -> TrialRead:
-    attrs: dict[str, Any] = trial.user_attrs
-    failure = attrs.get(ATTR_FAILURE)
+    record = TrialRecord.of(trial)
     return TrialRead(
-        id=trial._trial_id,
+        id=trial_id_of(trial),
         study_id=study_id,
         number=trial.number,
         state=STATES[trial.state],
         params=_params(trial),
         value=trial.value,
-        seeds=[SeedResult.model_validate(s) for s in attrs.get(ATTR_SEEDS, [])],
-        failure=Failure.model_validate(failure) if failure else None,
-        attempt=attrs.get(ATTR_ATTEMPT, 1),
-        history=[PastAttempt.model_validate(h) for h in attrs.get(ATTR_HISTORY, [])],
-        worker_id=attrs.get(ATTR_WORKER),
-        device=attrs.get(ATTR_DEVICE),
-        steps_per_second=attrs.get(ATTR_STEPS_PER_SECOND),
+        seeds=record.seeds,
+        failure=record.failure,
+        attempt=record.attempt,
+        history=record.history,
+        worker_id=record.worker_id,
+        device=record.device,
+        steps_per_second=record.steps_per_second,
         last_step=trial.last_step,
         started_at=_utc(trial.datetime_start),
         finished_at=_utc(trial.datetime_complete),
@@ -74,7 +91,7 @@ def _params(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def is_retried(trial: FrozenTrial) -> bool:
-    return bool(trial.user_attrs.get(ATTR_RETRIED))
+    return TrialRecord.of(trial).retried
 
 
 def count(trials: Sequence[FrozenTrial]) -> TrialCounts:
