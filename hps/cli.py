@@ -125,15 +125,33 @@ def worker(
             "CUDA_VISIBLE_DEVICES (and cores / GPUs threads unless --threads is given)."
         ),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Start this many CPU worker processes, each with cores / N threads (unless "
+            "--threads is given); stopping this command stops them all.",
+        ),
+    ] = None,
 ) -> None:
     """Lease trials from the service and train them until stopped (SIGTERM/Ctrl-C)."""
     if device not in ("auto", "cpu", "cuda"):
         raise _fail(f"--device must be auto, cpu or cuda, not {device!r}")
+    if processes is not None:
+        if gpus is not None or device == "cuda":
+            raise _fail("--processes starts CPU workers; for one worker per GPU use --gpus")
+        _worker_processes(processes, url, token, once, max_trials, burst, poll, threads)
+        return
     if gpus is not None:
         _worker_per_gpu(gpus, url, token, once, max_trials, burst, poll, threads)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    from hps.gpus import other_workers, oversubscription_warning
+
+    warning = oversubscription_warning(threads, other_workers())
+    if warning:
+        logging.getLogger("hps.worker").warning(warning)
     import torch
 
     from worker.device import DeviceUnavailable, choose_device
@@ -178,6 +196,34 @@ def _worker_per_gpu(
         indices = parse_gpus(gpus, torch.cuda.device_count())
     except GpuSpecError as error:
         raise _fail(str(error)) from None
+    args = _child_args(url, token, once, max_trials, burst, poll)
+    console.print(f"starting {len(indices)} worker(s) on GPU(s) {', '.join(map(str, indices))}")
+    raise typer.Exit(supervise(child_commands(args, indices, threads)))
+
+
+def _worker_processes(
+    processes: int,
+    url: str,
+    token: str | None,
+    once: bool,
+    max_trials: int | None,
+    burst: bool,
+    poll: float,
+    threads: int | None,
+) -> None:
+    from hps.gpus import cpu_child_commands, supervise
+
+    children = cpu_child_commands(
+        _child_args(url, token, once, max_trials, burst, poll), processes, threads
+    )
+    console.print(f"starting {processes} CPU worker(s) with {children[0][0][-1]} thread(s) each")
+    raise typer.Exit(supervise(children))
+
+
+def _child_args(
+    url: str, token: str | None, once: bool, max_trials: int | None, burst: bool, poll: float
+) -> list[str]:
+    """The options every child of ``--gpus`` or ``--processes`` is started with."""
     # The token travels in the environment, never on a command line (where `ps` shows it).
     if token:
         os.environ["HPS_TOKEN"] = token
@@ -185,8 +231,7 @@ def _worker_per_gpu(
     args += ["--once"] if once else []
     args += ["--burst"] if burst else []
     args += ["--max-trials", str(max_trials)] if max_trials else []
-    console.print(f"starting {len(indices)} worker(s) on GPU(s) {', '.join(map(str, indices))}")
-    raise typer.Exit(supervise(child_commands(args, indices, threads)))
+    return args
 
 
 @app.command()

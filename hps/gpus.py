@@ -1,9 +1,14 @@
-"""``hps worker --gpus``: one worker process per GPU, each seeing only its own device.
+"""``hps worker --gpus`` and ``--processes``: several worker processes on one host.
 
-Each child is a plain ``hps worker --device cuda`` with ``CUDA_VISIBLE_DEVICES`` set to one GPU,
-so a trial never touches another worker's device and CUDA's device 0 is the right one in every
-child. The parent only supervises: it forwards SIGTERM and SIGINT (so every child reports its
-trial as interrupted) and exits with the worst of the children's exit codes.
+With ``--gpus`` each child is a plain ``hps worker --device cuda`` with ``CUDA_VISIBLE_DEVICES``
+set to one GPU, so a trial never touches another worker's device and CUDA's device 0 is the right
+one in every child. With ``--processes N`` each of N children is ``hps worker --device cpu``.
+Either way each child gets its share of the cores as ``--threads``. The parent only supervises:
+it forwards SIGTERM and SIGINT (so every child reports its trial as interrupted) and exits with
+the worst of the children's exit codes.
+
+``other_workers`` finds the other ``hps worker`` processes on this host, so that a worker
+without ``--threads`` can say that it and they will fight over the cores.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 
@@ -53,6 +59,55 @@ def child_commands(
         ([*command, "--threads", str(per_child)], {**base, "CUDA_VISIBLE_DEVICES": str(gpu)})
         for gpu in gpus
     ]
+
+
+def cpu_child_commands(
+    worker_args: Sequence[str], processes: int, threads: int | None
+) -> list[tuple[list[str], dict[str, str]]]:
+    """The command and environment of each of ``processes`` CPU worker processes."""
+    per_child = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+    command = [sys.executable, "-m", "hps", "worker", *worker_args, "--device", "cpu"]
+    return [([*command, "--threads", str(per_child)], dict(os.environ)) for _ in range(processes)]
+
+
+def is_training_worker(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is ``hps worker ...`` (or ``python -m hps worker``) that trains itself:
+    not a ``--gpus`` / ``--processes`` parent, which only supervises."""
+    for i in range(1, len(argv)):
+        if argv[i] == "worker" and Path(argv[i - 1]).name == "hps":
+            rest = argv[i + 1 :]
+            return not any(a.split("=")[0] in ("--gpus", "--processes") for a in rest)
+    return False
+
+
+def other_workers(proc: Path = Path("/proc"), me: int | None = None) -> list[int]:
+    """The pids of the other training ``hps worker`` processes this one can see (on Linux: the
+    host, or the container's PID namespace); [] where there is no /proc."""
+    me = os.getpid() if me is None else me
+    found = []
+    for entry in proc.glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        pid = int(entry.name)
+        if pid != me and is_training_worker([a.decode(errors="replace") for a in argv if a]):
+            found.append(pid)
+    return sorted(found)
+
+
+def oversubscription_warning(threads: int | None, others: Sequence[int]) -> str | None:
+    """What a worker says when it runs without ``--threads`` next to other workers."""
+    if threads or not others:
+        return None
+    pids = ", ".join(map(str, others[:5])) + (", ..." if len(others) > 5 else "")
+    cores = os.cpu_count() or 1
+    return (
+        f"{len(others)} other hps worker(s) run on this host (pid {pids}) and this one has no "
+        f"--threads: each uses all {cores} cores and they slow each other down. Give each "
+        f"--threads {max(1, cores // (len(others) + 1))} (cores / workers), or start them "
+        "together with `hps worker --processes N` (or `hps up`), which does."
+    )
 
 
 def supervise(children: list[tuple[list[str], dict[str, str]]]) -> int:
