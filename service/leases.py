@@ -99,13 +99,14 @@ class Leases:
     def _start_trial(self, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment | None:
         """Start a trial of ``handle`` under a new lease, in one transaction; None if another
         replica took the study's last trial since it was counted."""
-        study = self._store.fresh(self._studies.optuna_study(handle))
+        study = self._studies.optuna_study(handle)
         with self._store.transaction(serial=True, study_id=handle.id) as session:
             if not self._store.trial_counts(handle.id, session).has_work(_n_trials(handle)):
                 return None
             trial = self._store.next_trial(session, handle.id)
             # Drawn before anything is written: a sampler that fails leaves nothing behind.
-            params = sample(study, trial, handle.spec)
+            with self._store.sampling(study, trial) as drawing:
+                params = sample(drawing, trial, handle.spec)
             attempt = TrialRecord.of(trial).attempt
             attrs = trial_record.started(attempt, request.worker_id, request.device)
             trial_id = self._store.start_trial(session, handle.id, trial, attrs)

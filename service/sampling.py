@@ -8,10 +8,9 @@ space and sample, lazily, then ``sample_independent`` per parameter; fixed and s
 parameters take their value without the sampler), so a seeded sampler draws exactly what
 ``Trial.suggest_*`` would (``tests/service/test_sampling.py``).
 
-The samplers hps builds (random, and TPE without ``multivariate``) have no relative search
-space. A sampler that writes to the storage while sampling (multivariate TPE with the constant
-liar shares its relative sample as system attributes) would fail here, before anything is
-written: the trial does not exist yet.
+What a sampler writes to the trial while it draws (Optuna's multivariate TPE with the constant
+liar shares its relative sample as system attributes) is kept on the ``FrozenTrial`` by
+``Store.sampling`` and written with the trial.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
@@ -341,6 +341,10 @@ class Store:
                 session, trial_id, name, distribution.to_internal_repr(value), distribution
             )
         self._set_user_attrs(session, trial_id, user_attrs)
+        system = optuna_models.TrialSystemAttributeModel
+        for key, value in trial.system_attrs.items():
+            if stored.system_attrs.get(key) != value:
+                storage._set_trial_attr_without_commit(session, system, trial_id, key, value)
         return trial_id
 
     def add_lease(self, session: Session, lease: Lease, device: str) -> None:
@@ -428,7 +432,7 @@ class Store:
         assert state.is_finished()
         storage = self.optuna_storage
         model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-        storage.check_trial_is_updatable(trial_id, OptunaState(model.state))
+        storage.check_trial_is_updatable(trial_id, cast(OptunaState, model.state))
         self._set_user_attrs(session, trial_id, user_attrs)
         if value is not None:
             storage._set_trial_value_without_commit(session, model, 0, value)
@@ -504,11 +508,20 @@ class Store:
             return study
 
     @staticmethod
-    def fresh(study: optuna.Study) -> optuna.Study:
-        """``study`` with its per-ask trial cache dropped, as ``Study.ask`` does: samplers read
-        the trials afresh."""
+    @contextmanager
+    def sampling(study: optuna.Study, trial: FrozenTrial) -> Iterator[optuna.Study]:
+        """``study``, ready for its sampler to draw ``trial``'s parameters before ``trial`` is
+        stored: its per-ask trial cache dropped (as ``Study.ask`` does, so samplers read the
+        trials afresh), and what the sampler writes to ``trial`` through the storage (TPE with
+        the constant liar shares its relative sample as system attributes) kept in
+        ``trial.system_attrs``, for ``start_trial`` to write with the rest."""
         study._thread_local.cached_all_trials = None
-        return study
+        storage = study._storage
+        study._storage = cast(optuna.storages.BaseStorage, _Capture(storage, trial))
+        try:
+            yield study
+        finally:
+            study._storage = storage
 
     def _count_trials(self, study_id: int) -> int:
         """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
@@ -521,6 +534,24 @@ class Store:
         self.optuna_storage.remove_session()
         self.optuna_storage.engine.dispose()
         self.engine.dispose()
+
+
+class _Capture:
+    """A storage that passes everything to ``backend`` but the system attributes a sampler sets
+    on ``trial``, which it keeps in ``trial.system_attrs`` (see ``Store.sampling``)."""
+
+    def __init__(self, backend: optuna.storages.BaseStorage, trial: FrozenTrial) -> None:
+        self._backend = backend
+        self._trial = trial
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if trial_id == trial_id_of(self._trial):
+            self._trial.system_attrs[key] = value
+        else:
+            self._backend.set_trial_system_attr(trial_id, key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
 
 
 def build_sampler(spec: StudySpec, n_existing: int) -> optuna.samplers.BaseSampler:
