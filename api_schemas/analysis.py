@@ -92,6 +92,33 @@ class LearningCurve(BaseModel):
     loss: list[float]
 
 
+class LrEffect(BaseModel):
+    """One lr's warmup effect: loss at w=0 minus the best loss over warmups at that lr."""
+
+    lr: float
+    effect: Interval | None = Field(description="null where a cell has no results yet")
+
+
+class Bounded(BaseModel):
+    """An estimate whose interval may run past the design's grid.
+
+    A null ``estimate`` is censored (``censored`` says on which side); a null ``low`` or
+    ``high`` means the bound lies beyond the grid on that side.
+    """
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    censored: Literal["below_grid", "above_grid"] | None = None
+
+
+class StableRange(BaseModel):
+    """lr50 of one (arm, warmup): the lr at which half the seeds fail (isotonic in log lr)."""
+
+    warmup: str
+    lr50: Bounded
+
+
 class ArmAnalysis(BaseModel):
     """Everything measured about one arm on one workload. Losses are held-out losses."""
 
@@ -104,29 +131,96 @@ class ArmAnalysis(BaseModel):
     best_lr: float | None
     best_warmup: str | None
     regret: Interval | None = Field(
-        description="warmup regret Δ, cross-fitted, with its bootstrap interval (grid only)"
+        description="warmup regret Δ: best over lr at w=0 minus best over (lr, w); plug-in "
+        "estimate with its simultaneous t interval (grid only)"
     )
-    naive_regret: float | None = Field(
-        description="the same difference chosen and measured on all seeds: biased upward"
+    placebo_regret: Interval | None = Field(
+        default=None,
+        description="Δ with only w=0 and a 1-step warmup (when the design has one): its truth "
+        "is 0, so it checks the estimator in place",
+    )
+    warmup_effect: list[LrEffect] = Field(
+        default_factory=list, description="per lr: loss at w=0 minus the best over warmups"
+    )
+    stable_range: list[StableRange] = Field(
+        default_factory=list, description="lr50 per warmup, with paired-bootstrap intervals"
+    )
+    stable_gain: Bounded | None = Field(
+        default=None,
+        description="G = log2(lr50 at stable_gain_warmup / lr50 at w=0): how far warmup "
+        "widens the range of lrs that train (Xiong et al.)",
+    )
+    stable_gain_warmup: str | None = Field(
+        default=None, description="the warmup with the highest lr50 other than w=0"
     )
     failure_rate_w0: Rate = Field(description="over every lr at w=0")
     failure_rate_best_warmup: Rate = Field(description="over every lr at the best warmup")
-    warmup_sensitivity: float | None = Field(
-        description="mean over lr of the spread (max - min) of the mean loss across warmups"
-    )
-    lr_sensitivity_w0: float | None = Field(
-        description="spread (max - min) of the mean loss across lr at w=0"
-    )
-    warmup_importance: float | None = Field(
-        description="Optuna's PED-ANOVA importance of warmup against lr within this arm "
-        "(0..1, descriptive); null when it cannot be computed"
-    )
     cells: CellTable
     curves: list[LearningCurve] = Field(
         default_factory=list,
         description="one per warmup, at the lr where warmup changes the loss most (else at "
         "the arm's best lr)",
     )
+
+
+class FailureDifference(BaseModel):
+    """RAdam's failure rate at w=0 minus Adam's, on the same seeds, with Newcombe's interval."""
+
+    lr: float | None = Field(description="the lr of both cells; null at each arm's best cell")
+    adam_warmup: str = Field(description="Adam's warmup: the best at this lr (or overall)")
+    radam_rate: float
+    adam_rate: float
+    difference: Interval
+
+
+class LrDifference(BaseModel):
+    """A paired loss difference at one lr, with its t interval (per lr, not simultaneous)."""
+
+    lr: float
+    difference: Interval | None
+
+
+class EquivalenceOutcome(StrEnum):
+    EQUIVALENT = "EQUIVALENT"
+    RADAM_BETTER = "RADAM_BETTER"
+    UNTUNED_WARMUP_BETTER = "UNTUNED_WARMUP_BETTER"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+class MaYaratsComparison(BaseModel):
+    """Ma & Yarats: RAdam at w=0 against Adam with an untuned 2/(1-β2) warmup.
+
+    An equivalence test with the verdict's margin on the best over lr of each: EQUIVALENT when
+    the interval of the difference lies inside (-δ, δ); one of them is better when it lies
+    beyond δ on one side. ``by_lr`` gives the same difference at every lr.
+    """
+
+    workload: str
+    radam_arm: str
+    adam_arm: str
+    schedule: Literal["untuned_linear", "untuned_exponential"]
+    difference: Interval = Field(description="best loss(RAdam, w=0) - best loss(Adam, untuned)")
+    margin: float | None
+    outcome: EquivalenceOutcome | None = Field(description="null without a margin in the spec")
+    by_lr: list[LrDifference] = Field(default_factory=list)
+
+
+class PairAnalysis(BaseModel):
+    """A RAdam arm against the Adam arm of the same other settings, on one workload."""
+
+    radam_arm: str
+    adam_arm: str
+    radam_regret: Interval | None = Field(description="Δ_RAdam: does warmup still help RAdam?")
+    adam_regret: Interval | None = Field(description="Δ_Adam: the positive control")
+    gap: Interval | None = Field(
+        description="Γ = best RAdam at w=0 over lr minus best Adam over (lr, w): is RAdam "
+        "without warmup as good as Adam with tuned warmup? (Liu et al.'s practical claim)"
+    )
+    failure_at_best: FailureDifference | None = Field(
+        description="at RAdam's best cell at w=0 and Adam's best cell"
+    )
+    failures_by_lr: list[FailureDifference] = Field(default_factory=list)
+    ma_yarats: list[MaYaratsComparison] = Field(default_factory=list)
 
 
 class WorkloadAnalysis(BaseModel):
@@ -138,15 +232,20 @@ class WorkloadAnalysis(BaseModel):
     chance_loss: float = Field(description="the worst value, recorded for every failure")
     counts: OutcomeCounts
     arms: list[ArmAnalysis]
+    pairs: list[PairAnalysis] = Field(default_factory=list)
 
 
 class VerdictOutcome(StrEnum):
     REMOVES = "REMOVES"
-    """RAdam's regret is below the margin (interval entirely) and it fails no more often."""
+    """Δ_RAdam and Γ both below δ (intervals entirely), and RAdam at w=0 is not shown to fail
+    more often than Adam at its best: use RAdam without warmup and lose nothing."""
+    NO_WARMUP_BUT_WORSE = "NO_WARMUP_BUT_WORSE"
+    """Δ_RAdam below δ but Γ above it: RAdam needs no warmup, yet is worse than Adam with a
+    tuned warmup."""
     NEEDS = "NEEDS"
-    """RAdam's regret is above the margin (interval entirely): it still needs warmup tuned."""
+    """Δ_RAdam above δ (interval entirely): RAdam still needs warmup tuned."""
     INCONCLUSIVE = "INCONCLUSIVE"
-    """The interval straddles the margin: more seeds would decide it."""
+    """An interval straddles δ: more seeds would decide it."""
     INVALID = "INVALID"
     """A control failed: the study could not have shown the answer either way."""
 
@@ -167,48 +266,31 @@ class Verdict(BaseModel):
     outcome: VerdictOutcome
     radam_arm: str
     adam_arm: str
-    margin: float = Field(description="δ: regrets below it count as no need to tune warmup")
-    margin_source: Literal["spec", "computed"] = Field(
-        description="fixed in the spec before the run, or computed as max(0.02, 0.2·Δ_Adam) "
-        "from this study's own Adam regret on the subject (not fixed in advance)"
-    )
-    radam_regret: Interval
-    adam_regret: Interval
-    regret_difference: Interval = Field(description="Δ_Adam - Δ_RAdam")
-    failure_gap: float | None = Field(
-        description="RAdam's failure rate at w=0 minus Adam's at its best warmup (over lr); "
-        "REMOVES needs it at most 0.05"
+    margin: float = Field(description="δ, fixed in the spec before the run")
+    radam_regret: Interval = Field(description="Δ_RAdam on the subject")
+    adam_regret: Interval = Field(description="Δ_Adam on the subject (the positive control)")
+    gap: Interval = Field(description="Γ on the subject: RAdam at w=0 against tuned Adam")
+    failure_difference: FailureDifference | None = Field(
+        description="RAdam's failure rate at its best w=0 cell minus Adam's at its best cell; "
+        "REMOVES needs it not shown above 0 (interval low ≤ 0)"
     )
     controls: list[ControlCheck]
     seeds_needed: int | None = Field(
         default=None,
-        description="INCONCLUSIVE only: seeds per trial that would likely decide it; null "
-        "when not even 64 would",
+        description="INCONCLUSIVE only: seeds per trial at which the undecided interval would "
+        "exclude δ with 80 % power, if its estimate and spread stay as they are; null when not "
+        "even 64 would. A new study at that many seeds, never a re-read of this one.",
     )
     reasons: list[str] = Field(default_factory=list, description="why this outcome, in words")
 
 
-class EquivalenceOutcome(StrEnum):
-    EQUIVALENT = "EQUIVALENT"
-    RADAM_BETTER = "RADAM_BETTER"
-    UNTUNED_WARMUP_BETTER = "UNTUNED_WARMUP_BETTER"
-    INCONCLUSIVE = "INCONCLUSIVE"
+class Finding(BaseModel):
+    """One published claim and what this study says of it."""
 
-
-class MaYaratsComparison(BaseModel):
-    """Ma & Yarats: RAdam at w=0 against Adam with an untuned 2/(1-β2) warmup, best over lr.
-
-    An equivalence test with the verdict's margin: EQUIVALENT when the interval of the
-    difference lies inside (-δ, δ); one of them is better when it lies beyond δ on one side.
-    """
-
-    workload: str
-    radam_arm: str
-    adam_arm: str
-    schedule: Literal["untuned_linear", "untuned_exponential"]
-    difference: Interval = Field(description="loss(RAdam, w=0) - loss(Adam, untuned warmup)")
-    margin: float
-    outcome: EquivalenceOutcome
+    paper: str
+    claim: str
+    result: Literal["reproduced", "contradicted", "undecided", "not tested"]
+    evidence: str
 
 
 class Analysis(BaseModel):
@@ -226,6 +308,11 @@ class Analysis(BaseModel):
     verdict_unavailable: str | None = Field(
         default=None, description="why there is no verdict (e.g. free search needs a grid)"
     )
-    ma_yarats: list[MaYaratsComparison] = Field(default_factory=list)
+    ma_yarats: list[MaYaratsComparison] = Field(
+        default_factory=list, description="every workload's and pair's, gathered"
+    )
+    findings: list[Finding] = Field(
+        default_factory=list, description="Liu et al., Ma & Yarats, Xiong et al.: what holds"
+    )
     statement: str = Field(description="the answer in one plain-language paragraph")
     seconds: float = Field(default=0.0, description="time the analysis took")

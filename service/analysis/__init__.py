@@ -3,12 +3,14 @@
 The pipeline, one module each::
 
     cells       Optuna trials -> outcome arrays loss[arm, lr, warmup, seed], failures counted
-    regret      cross-fitted best losses, paired seed bootstrap (numpy, no per-trial loops)
-    estimates   per workload: best at w=0, best overall, best at each untuned warmup; regret
+    bounds      gaps between best cells with simultaneous t intervals; paired failure rates
+    estimands   per workload: Δ per arm, per-lr warmup effects, placebo; per (RAdam, Adam)
+                pair Γ, Ma & Yarats, failure differences (numpy, batched for simulations)
+    stable      lr50 per (arm, warmup) and its gain G with warmup, paired seed bootstrap
     rates       Wilson intervals for failure rates
-    importance  Optuna's PED-ANOVA importance of warmup within an arm
-    summary     one arm in numbers (ArmAnalysis)
-    verdict     REMOVES / NEEDS / INCONCLUSIVE / INVALID, and the Ma & Yarats comparison
+    summary     one arm and one pair in numbers (ArmAnalysis, PairAnalysis)
+    verdict     REMOVES / NO_WARMUP_BUT_WORSE / NEEDS / INCONCLUSIVE / INVALID
+    findings    Liu et al., Ma & Yarats, Xiong et al.: reproduced, contradicted or undecided
     statement   the answer in one paragraph
 """
 
@@ -23,9 +25,11 @@ from optuna.trial import FrozenTrial
 from api_schemas import StudySpec
 from api_schemas.analysis import Analysis, Verdict, WorkloadAnalysis
 from service.analysis import cells, verdict
-from service.analysis.estimates import Resampling, estimate
+from service.analysis.estimands import estimate
+from service.analysis.findings import findings
+from service.analysis.stable import stable_ranges
 from service.analysis.statement import statement
-from service.analysis.summary import arm_analysis
+from service.analysis.summary import arm_analysis, pair_analysis
 
 __all__ = ["analyse"]
 
@@ -48,36 +52,32 @@ def analyse(study_id: int, name: str, spec: StudySpec, trials: Sequence[FrozenTr
 
 
 def analyse_outcomes(
-    study_id: int,
-    name: str,
-    spec: StudySpec,
-    outcomes: list[cells.Outcomes],
-    *,
-    importance: bool = True,
+    study_id: int, name: str, spec: StudySpec, outcomes: list[cells.Outcomes]
 ) -> Analysis:
-    """The analysis of outcome arrays (one per workload of ``spec``, subject first).
-
-    ``importance=False`` skips Optuna's importance (descriptive and the slowest part), for
-    simulations that analyse thousands of studies.
-    """
+    """The analysis of outcome arrays (one per workload of ``spec``, subject first)."""
     seeds = len(spec.seeds)
     grid = spec.sampler.type == "grid"
-    resampling = Resampling.draw(seeds, spec.analysis.bootstrap)
     roles: list[Role] = ["subject", *(c.role for c in spec.controls)]
     measured = []
     for workload_outcomes, role in zip(outcomes, roles, strict=True):
-        estimates = estimate(workload_outcomes, resampling) if grid else None
-        arms = [
-            arm_analysis(workload_outcomes, a, estimates, seeds, importance=importance)
-            for a in range(len(workload_outcomes.arms))
-        ]
+        estimates = estimate(workload_outcomes) if grid else None
+        ranges = stable_ranges(workload_outcomes, spec.analysis.bootstrap) if grid else None
         workload = WorkloadAnalysis(
             label=workload_outcomes.label,
             role=role,
             workload=workload_outcomes.workload.name,
             chance_loss=workload_outcomes.chance,
             counts=workload_outcomes.counts,
-            arms=arms,
+            arms=[
+                arm_analysis(workload_outcomes, a, estimates, ranges)
+                for a in range(len(workload_outcomes.arms))
+            ],
+            pairs=[]
+            if estimates is None
+            else [
+                pair_analysis(workload_outcomes, estimates, p, spec.analysis.margin)
+                for p in estimates.pairs
+            ],
         )
         measured.append(verdict.Measured(workload_outcomes, estimates, workload))
 
@@ -88,10 +88,9 @@ def analyse_outcomes(
     )
     the_verdict = decided if isinstance(decided, Verdict) else None
     unavailable = decided if isinstance(decided, str) else None
-    comparisons = (
-        [] if the_verdict is None else verdict.ma_yarats(measured, the_verdict.margin, seeds)
-    )
     workloads = [m.analysis for m in measured]
+    comparisons = [c for w in workloads for p in w.pairs for c in p.ma_yarats]
+    found = findings(the_verdict, workloads, comparisons)
     counts = [w.counts for w in workloads]
     assert spec.n_trials is not None
     return Analysis(
@@ -106,5 +105,6 @@ def analyse_outcomes(
         verdict=the_verdict,
         verdict_unavailable=unavailable,
         ma_yarats=comparisons,
-        statement=statement(the_verdict, unavailable, workloads, comparisons),
+        findings=found,
+        statement=statement(the_verdict, unavailable, workloads, comparisons, found),
     )

@@ -27,6 +27,7 @@ from service import trials as tv
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 
 NOT_ARM = frozenset({"lr", "warmup_steps", "warmup_schedule", WORKLOAD_PARAM})
 """Parameters that are axes of the design, never part of an arm."""
@@ -61,6 +62,8 @@ class Outcomes:
     warmups: list[str]
     loss: Floats
     """(arm, lr, warmup, seed): mean over the cell's trials of the seed's clipped loss."""
+    failed: Bools
+    """(arm, lr, warmup, seed): the seed failed in at least half of the cell's trials."""
     runs: Ints
     """(arm, lr, warmup): seed runs counted."""
     failures: Ints
@@ -231,6 +234,8 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
     np.add.at(n, (a, li, wi), 1)
     total = np.zeros((*shape, seeds))
     np.add.at(total, (a, li, wi), loss)
+    failed_runs = np.zeros((*shape, seeds))
+    np.add.at(failed_runs, (a, li, wi), failed.astype(np.float64))
     fails = np.zeros(shape, dtype=np.int64)
     np.add.at(fails, (a, li, wi), failed.sum(axis=1))
     cell_trial = np.full(shape, -1, dtype=np.int64)
@@ -258,6 +263,7 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
         lrs=lrs,
         warmups=warmups,
         loss=mean,
+        failed=failed_runs >= np.maximum(n, 1)[..., None] / 2,
         runs=n * seeds,
         failures=fails,
         cell_trial=cell_trial,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from api_schemas.analysis import (
     EquivalenceOutcome,
+    Finding,
     Interval,
     MaYaratsComparison,
     Verdict,
@@ -24,6 +25,8 @@ def _pct(rate: float | None) -> str:
 
 _HEADLINES = {
     VerdictOutcome.REMOVES: "RAdam removes the need to tune warmup on {w}",
+    VerdictOutcome.NO_WARMUP_BUT_WORSE: "RAdam needs no warmup on {w}, but without it is worse "
+    "than Adam with a tuned warmup",
     VerdictOutcome.NEEDS: "RAdam does not remove the need to tune warmup on {w}",
     VerdictOutcome.INCONCLUSIVE: "This study cannot yet say whether RAdam removes the need to "
     "tune warmup on {w}",
@@ -51,8 +54,10 @@ def statement(
     unavailable: str | None,
     workloads: list[WorkloadAnalysis],
     comparisons: list[MaYaratsComparison],
+    findings: list[Finding],
 ) -> str:
-    """One paragraph: the verdict, the numbers behind it, the controls, Ma & Yarats, caveats."""
+    """One paragraph: the verdict, the numbers behind it, the controls, the published findings
+    it reproduces or contradicts, caveats."""
     subject = workloads[0]
     if verdict is None:
         best = [
@@ -69,38 +74,37 @@ def statement(
         )
     parts = [
         _HEADLINES[verdict.outcome].format(w=subject.label)
-        + f" (margin δ = {verdict.margin:.3g} in held-out loss, "
-        + (
-            "fixed in the spec"
-            if verdict.margin_source == "spec"
-            else "computed as max(0.02, 0.2·Δ_Adam) from this study, not fixed in advance"
-        )
-        + ").",
+        + f" (margin δ = {verdict.margin:.3g} in held-out loss, fixed in the spec).",
         f"Warmup regret (best loss without warmup minus best with, lr retuned for each): "
         f"{verdict.radam_arm} {_iv(verdict.radam_regret)}, {verdict.adam_arm} "
-        f"{_iv(verdict.adam_regret)}; Adam's minus RAdam's {_iv(verdict.regret_difference)}.",
+        f"{_iv(verdict.adam_regret)}. RAdam without warmup against Adam with tuned warmup "
+        f"(Γ): {_iv(verdict.gap)}.",
     ]
-    radam = next((a for a in subject.arms if a.arm == verdict.radam_arm), None)
-    adam = next((a for a in subject.arms if a.arm == verdict.adam_arm), None)
-    if radam and adam and radam.failure_rate_w0.rate is not None:
-        adam_rate = adam.failure_rate_best_warmup.rate
+    failure = verdict.failure_difference
+    if failure is not None:
         parts.append(
-            f"Over the lr grid, {radam.arm} without warmup failed in "
-            f"{radam.failure_rate_w0.rate:.0%} of runs, {adam.arm} without warmup in "
-            f"{_pct(adam.failure_rate_w0.rate)} and at its best warmup "
-            f"(w={adam.best_warmup}) in {_pct(adam_rate)}."
+            f"At their best cells {verdict.radam_arm} without warmup failed in "
+            f"{failure.radam_rate:.0%} of seeds and {verdict.adam_arm} (w={failure.adam_warmup}) "
+            f"in {failure.adam_rate:.0%}; difference {_iv(failure.difference)}."
         )
     parts += [reason[0].upper() + reason[1:] + "." for reason in verdict.reasons]
     if verdict.seeds_needed is not None:
-        parts.append(f"About {verdict.seeds_needed} seeds per trial would likely decide it.")
+        parts.append(
+            f"A new study with about {verdict.seeds_needed} seeds per trial would decide it "
+            "with 80 % power, if the estimates stay where they are."
+        )
     controls = [line for w in workloads[1:] if (line := _adam_line(w, verdict.adam_arm))]
     if controls:
         parts.append("Other workloads: " + "; ".join(controls) + ".")
     for c in comparisons:
-        parts.append(
-            f"Ma & Yarats on {c.workload}: RAdam at w=0 minus Adam with {c.schedule} warmup "
-            f"is {_iv(c.difference)}: {_EQUIVALENCE[c.outcome]}."
-        )
+        if c.outcome is not None:
+            parts.append(
+                f"Ma & Yarats on {c.workload}: {c.radam_arm} at w=0 minus {c.adam_arm} with "
+                f"{c.schedule} warmup is {_iv(c.difference)}: {_EQUIVALENCE[c.outcome]}."
+            )
+    for f in findings:
+        if f.result != "not tested":
+            parts.append(f'{f.paper}, "{f.claim}": {f.result} ({f.evidence}).')
     parts.append(
         "The answer holds for this workload, these betas and this run length; "
         "it may differ elsewhere."

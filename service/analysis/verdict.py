@@ -1,38 +1,51 @@
-"""The verdict (SCIENCE.md, "Measuring the need to tune warmup") and the Ma & Yarats comparison.
+"""The verdict (SCIENCE.md, "Measuring the need to tune warmup").
 
-With δ the margin and intervals at 95 %:
+With δ the margin fixed in the spec and 95 % intervals (``bounds``):
 
-- INVALID when a control fails: on the subject Adam's regret interval must lie above δ (the
-  design can show a need for warmup), on every negative control below δ (it does not invent one);
-- REMOVES when RAdam's regret interval lies below δ and RAdam at w=0 fails (over the lr grid)
-  at most 5 points more often than Adam at its best warmup;
-- NEEDS when RAdam's regret interval lies above δ;
-- INCONCLUSIVE otherwise, with the seeds per trial that would likely decide it.
+- INVALID when a control fails: on the subject Adam's regret must lie above δ (the design can
+  show a need for warmup); on every negative control, and on a 1-step placebo warmup where the
+  design has one, below δ (it does not invent one);
+- REMOVES when Δ_RAdam and Γ both lie below δ, and RAdam's best cell at w=0 is not shown to
+  fail more often than Adam's best cell (the paired difference's interval reaches 0);
+- NO_WARMUP_BUT_WORSE when Δ_RAdam lies below δ and Γ above it;
+- NEEDS when Δ_RAdam lies above δ;
+- INCONCLUSIVE otherwise, with the seeds at which a new study would likely decide it.
+
+``rule`` is the decision on arrays, so that simulations decide thousands of studies at once
+with exactly the code a study is decided by.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from api_schemas import StudySpec
 from api_schemas.analysis import (
     ControlCheck,
-    EquivalenceOutcome,
     Interval,
-    MaYaratsComparison,
     Verdict,
     VerdictOutcome,
     WorkloadAnalysis,
 )
-from service.analysis.cells import Arm, Outcomes
-from service.analysis.estimates import Estimates
+from service.analysis.bounds import Gap, seeds_for
+from service.analysis.cells import Outcomes
+from service.analysis.estimands import Estimates, PairEstimates
 
-RADAMS = ("radam", "radam_reference")
-ADAMS = ("adam", "adamw")
-MAX_FAILURE_GAP = 0.05
 MAX_SEEDS = 64
 """The most seeds a study may ask for (StudySpec.seeds_per_trial)."""
+MIN_SEEDS = 4
+"""Fewer seeds give no verdict: see README, "How far to trust the verdict"."""
+OUTCOMES = (
+    VerdictOutcome.INVALID,
+    VerdictOutcome.REMOVES,
+    VerdictOutcome.NO_WARMUP_BUT_WORSE,
+    VerdictOutcome.NEEDS,
+    VerdictOutcome.INCONCLUSIVE,
+)
+"""``rule``'s codes, in order."""
 
 
 @dataclass(frozen=True)
@@ -44,45 +57,35 @@ class Measured:
     analysis: WorkloadAnalysis
 
 
-def pair(arms: list[Arm]) -> tuple[int, int] | None:
-    """(RAdam arm, Adam arm) to compare: the first RAdam arm, and the Adam arm with the same
-    other settings (e.g. beta2) if there is one, else the first Adam arm."""
-    radams = [i for i, a in enumerate(arms) if a.optimizer in RADAMS]
-    adams = [i for i, a in enumerate(arms) if a.optimizer in ADAMS]
-    if not radams or not adams:
-        return None
-    r = radams[0]
-    same = [i for i in adams if arms[i].settings == arms[r].settings]
-    return r, (same or adams)[0]
+def rule(
+    delta: float,
+    radam_regret: Gap,
+    gap: Gap,
+    positive: Gap,
+    negatives: list[Gap],
+    failure_low: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int64]:
+    """The verdict of every study in the batch, as an index into OUTCOMES.
 
-
-def margin(spec: StudySpec, adam_regret: float) -> tuple[float, str]:
-    """δ from the spec, or max(0.02, 0.2·Δ_Adam) computed from the subject's Adam regret."""
-    if spec.analysis.margin is not None:
-        return spec.analysis.margin, "spec"
-    return max(0.02, 0.2 * max(adam_regret, 0.0)), "computed"
-
-
-def seeds_needed(interval: Interval, delta: float, seeds: int) -> int | None:
-    """Seeds per trial at which an interval this far from δ would likely exclude it.
-
-    The half-width on δ's side shrinks like 1/sqrt(R); None when not even MAX_SEEDS would do.
+    ``positive`` is Adam's regret on the subject; ``negatives`` the regrets that must lie
+    below δ; ``failure_low`` the low end of RAdam's minus Adam's failure rate at their best.
+    NaN anywhere fails the comparison it is in (an estimate that is missing proves nothing).
     """
-    distance = abs(interval.estimate - delta)
-    half = (
-        interval.high - interval.estimate
-        if interval.estimate < delta
-        else interval.estimate - interval.low
-    )
-    if distance == 0:
-        return None
-    needed = math.ceil(seeds * (half / distance) ** 2)
-    return max(needed, seeds + 1) if needed <= MAX_SEEDS else None
+    controls = positive.low > delta
+    for negative in negatives:
+        controls &= negative.high < delta
+    no_warmup = radam_regret.high < delta
+    removes = no_warmup & (gap.high < delta) & (failure_low <= 0)
+    worse = no_warmup & (gap.low > delta)
+    needs = radam_regret.low > delta
+    return np.select(
+        [~controls, removes, worse, needs],
+        [0, 1, 2, 3],
+        default=4,
+    ).astype(np.int64)
 
 
-def _control(m: Measured, adam: Arm, role: str, delta: float, seeds: int) -> ControlCheck:
-    index = m.outcomes.arms.index(adam) if adam in m.outcomes.arms else None
-    regret = None if index is None or m.estimates is None else m.estimates.regret.arm(index, seeds)
+def _check(label: str, role: str, regret: Interval | None, delta: float) -> ControlCheck:
     if role == "positive":
         requirement = f"Adam's warmup regret above δ (interval low > {delta:.3g})"
         passed = regret is not None and regret.low > delta
@@ -90,7 +93,7 @@ def _control(m: Measured, adam: Arm, role: str, delta: float, seeds: int) -> Con
         requirement = f"Adam's warmup regret below δ (interval high < {delta:.3g})"
         passed = regret is not None and regret.high < delta
     return ControlCheck(
-        label=m.outcomes.label,
+        label=label,
         role="positive" if role == "positive" else "negative",
         requirement=requirement,
         adam_regret=regret,
@@ -111,105 +114,119 @@ def _failed_control(check: ControlCheck) -> str:
     )
 
 
+def _negatives(workloads: list[Measured], pair: PairEstimates) -> list[tuple[str, Gap]]:
+    """The regrets whose truth is 0: Adam's on negative controls, and the subject's placebo."""
+    subject = workloads[0]
+    adam = subject.outcomes.arms[pair.adam]
+    out: list[tuple[str, Gap]] = []
+    assert subject.estimates is not None
+    if subject.estimates.placebo is not None:
+        placebo = subject.estimates.placebo
+        out.append((f"{subject.outcomes.label} · 1-step placebo warmup", _arm(placebo, pair.adam)))
+    for m in workloads[1:]:
+        if m.analysis.role != "negative" or m.estimates is None:
+            continue
+        if adam in m.outcomes.arms:
+            out.append((m.outcomes.label, _arm(m.estimates.regret, m.outcomes.arms.index(adam))))
+        else:
+            nan = np.asarray(np.nan)
+            out.append((m.outcomes.label, Gap(nan, nan, nan, subject.outcomes.loss.shape[-1])))
+    return out
+
+
+def _arm(g: Gap, index: int) -> Gap:
+    """One arm's slice of a per-arm gap."""
+    return g.arm(index)
+
+
 def decide(spec: StudySpec, workloads: list[Measured], seeds: int) -> Verdict | str:
     """The verdict on the subject (``workloads[0]``), or why there cannot be one."""
     subject = workloads[0]
-    arms = subject.outcomes.arms
-    if not arms:
+    if not subject.outcomes.arms:
         return "no trial of the subject workload has finished yet"
-    chosen = pair(arms)
-    if chosen is None:
-        return "the verdict compares a RAdam arm with an Adam arm; the study needs both"
     if subject.estimates is None:
         return "the verdict needs w=0 (warmup_steps 0 or schedule none) and at least 2 seeds"
-    r, a = chosen
-    regrets = subject.estimates.regret
-    radam_regret, adam_regret = regrets.arm(r, seeds), regrets.arm(a, seeds)
-    difference = regrets.between(a, regrets, r, seeds)
-    if radam_regret is None or adam_regret is None or difference is None:
-        return "RAdam's or Adam's regret could not be estimated: some cells have no results yet"
-    delta, source = margin(spec, adam_regret.estimate)
-    controls = [_control(subject, arms[a], "positive", delta, seeds)]
-    controls += [
-        _control(m, arms[a], "negative", delta, seeds)
-        for m in workloads[1:]
-        if m.analysis.role == "negative"
-    ]
-    radam, adam = subject.analysis.arms[r], subject.analysis.arms[a]
-    gap = None
-    if radam.failure_rate_w0.rate is not None and adam.failure_rate_best_warmup.rate is not None:
-        gap = radam.failure_rate_w0.rate - adam.failure_rate_best_warmup.rate
-
-    reasons, needed = [], None
-    if not all(c.passed for c in controls):
-        outcome = VerdictOutcome.INVALID
-        reasons += [_failed_control(c) for c in controls if not c.passed]
-    elif radam_regret.high < delta and (gap is None or gap <= MAX_FAILURE_GAP):
-        outcome = VerdictOutcome.REMOVES
-        reasons.append("RAdam's regret interval lies below δ and it fails no more often")
-    elif radam_regret.low > delta:
-        outcome = VerdictOutcome.NEEDS
-        reasons.append("RAdam's regret interval lies above δ")
-    else:
-        outcome = VerdictOutcome.INCONCLUSIVE
-        if radam_regret.high < delta:
-            reasons.append(
-                f"RAdam's regret is below δ but at w=0 it fails {gap:.0%} more often than Adam "
-                f"at its best warmup (at most {MAX_FAILURE_GAP:.0%} allowed)"
-            )
-        else:
-            reasons.append("RAdam's regret interval contains δ")
-            needed = seeds_needed(radam_regret, delta, seeds)
+    if not subject.estimates.pairs:
+        return "the verdict compares a RAdam arm with an Adam arm; the study needs both"
+    delta = spec.analysis.margin
+    if delta is None:
+        return (
+            "the margin δ is not fixed in the spec (analysis.margin): a verdict needs it fixed "
+            "before the run, not chosen after seeing the results"
+        )
+    if seeds < MIN_SEEDS:
+        return (
+            f"a verdict needs at least {MIN_SEEDS} seeds per trial: with fewer, the t quantile "
+            "makes every interval too wide to decide, and a failure no seed happened to show "
+            "goes unseen too often"
+        )
+    pair = subject.estimates.pairs[0]
+    radam_g, adam_g = (
+        _arm(subject.estimates.regret, pair.radam),
+        _arm(subject.estimates.regret, pair.adam),
+    )
+    radam_regret, adam_regret, gap = radam_g.at(), adam_g.at(), pair.gap.at()
+    if radam_regret is None or adam_regret is None or gap is None:
+        return "RAdam's or Adam's estimates could not be made: some cells have no results yet"
+    negatives = _negatives(workloads, pair)
+    failure_low = pair.failures_at_best.low
+    code = int(rule(delta, radam_g, pair.gap, adam_g, [g for _, g in negatives], failure_low))
+    outcome = OUTCOMES[code]
+    controls = [_check(subject.outcomes.label, "positive", adam_regret, delta)]
+    controls += [_check(label, "negative", g.at(), delta) for label, g in negatives]
+    arms = subject.outcomes.arms
+    failure = subject.analysis.pairs[0].failure_at_best if subject.analysis.pairs else None
+    reasons, undecided = _reasons(outcome, controls, radam_regret, gap, delta, failure_low)
+    needed = [seeds_for(i, delta, seeds, MAX_SEEDS) for i in undecided]
     return Verdict(
         outcome=outcome,
-        radam_arm=arms[r].label,
-        adam_arm=arms[a].label,
+        radam_arm=arms[pair.radam].label,
+        adam_arm=arms[pair.adam].label,
         margin=delta,
-        margin_source="spec" if source == "spec" else "computed",
         radam_regret=radam_regret,
         adam_regret=adam_regret,
-        regret_difference=difference,
-        failure_gap=gap,
+        gap=gap,
+        failure_difference=failure,
         controls=controls,
-        seeds_needed=needed,
+        seeds_needed=None if not needed or None in needed else max(n for n in needed if n),
         reasons=reasons,
     )
 
 
-def equivalence(difference: Interval, delta: float) -> EquivalenceOutcome:
-    """Inside (-δ, δ): equivalent; beyond δ on one side: that side is better."""
-    if -delta < difference.low and difference.high < delta:
-        return EquivalenceOutcome.EQUIVALENT
-    if difference.high < -delta:
-        return EquivalenceOutcome.RADAM_BETTER
-    if difference.low > delta:
-        return EquivalenceOutcome.UNTUNED_WARMUP_BETTER
-    return EquivalenceOutcome.INCONCLUSIVE
-
-
-def ma_yarats(workloads: list[Measured], delta: float, seeds: int) -> list[MaYaratsComparison]:
-    """RAdam at w=0 against Adam with each untuned warmup the design has, on every workload."""
-    comparisons = []
-    for m in workloads:
-        chosen = pair(m.outcomes.arms)
-        if chosen is None or m.estimates is None:
-            continue
-        r, a = chosen
-        for schedule, untuned in m.estimates.untuned.items():
-            difference = m.estimates.best_w0.between(r, untuned, a, seeds)
-            if difference is None:
-                continue
-            comparisons.append(
-                MaYaratsComparison(
-                    workload=m.outcomes.label,
-                    radam_arm=m.outcomes.arms[r].label,
-                    adam_arm=m.outcomes.arms[a].label,
-                    schedule="untuned_linear"
-                    if schedule == "untuned_linear"
-                    else ("untuned_exponential"),
-                    difference=difference,
-                    margin=delta,
-                    outcome=equivalence(difference, delta),
-                )
-            )
-    return comparisons
+def _reasons(
+    outcome: VerdictOutcome,
+    controls: list[ControlCheck],
+    radam: Interval,
+    gap: Interval,
+    delta: float,
+    failure_low: npt.NDArray[np.float64],
+) -> tuple[list[str], list[Interval]]:
+    """Why ``outcome``, in words, and the intervals that straddle δ (INCONCLUSIVE)."""
+    if outcome == VerdictOutcome.INVALID:
+        return [_failed_control(c) for c in controls if not c.passed], []
+    if outcome == VerdictOutcome.REMOVES:
+        return [
+            "RAdam's warmup regret and its gap to Adam with tuned warmup both lie below δ, and "
+            "it is not shown to fail more often"
+        ], []
+    if outcome == VerdictOutcome.NO_WARMUP_BUT_WORSE:
+        return [
+            "warmup does not help RAdam (its regret lies below δ), but RAdam without warmup is "
+            "worse than Adam with a tuned warmup by more than δ (Γ lies above δ): it needs no "
+            "warmup tuning because it does not reach tuned Adam's loss"
+        ], []
+    if outcome == VerdictOutcome.NEEDS:
+        return ["RAdam's warmup regret lies above δ: warmup still helps it"], []
+    if radam.high < delta and gap.high < delta and float(failure_low) > 0:
+        return [
+            "RAdam's regret and gap lie below δ, but at w=0 it fails more often than Adam at "
+            "its best cell (the interval of the difference lies above 0)"
+        ], []
+    reasons, undecided = [], []
+    if not radam.high < delta:
+        reasons.append("RAdam's warmup regret interval contains δ")
+        undecided.append(radam)
+    elif not (gap.high < delta or gap.low > delta):
+        reasons.append("RAdam needs no warmup, but its gap to tuned Adam (Γ) contains δ")
+        undecided.append(gap)
+    return reasons, undecided

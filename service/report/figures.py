@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from api_schemas.analysis import Analysis, ArmAnalysis, WorkloadAnalysis
+from api_schemas.analysis import Analysis, ArmAnalysis, Interval, WorkloadAnalysis
 
 Format = Literal["png", "svg"]
 PANEL = (4.2, 3.2)
@@ -179,13 +179,116 @@ def learning_curves(analysis: Analysis) -> Figure:
     return figure
 
 
+def _intervals(analysis: Analysis) -> list[tuple[str, Interval]]:
+    """The verdict's quantities with intervals, per workload and pair, top to bottom."""
+    rows: list[tuple[str, Interval]] = []
+    for workload in analysis.workloads:
+        for pair in workload.pairs:
+            named = [
+                (f"Δ {pair.adam_arm}", pair.adam_regret),
+                (f"Δ {pair.radam_arm}", pair.radam_regret),
+                (f"Γ {pair.radam_arm} - tuned {pair.adam_arm}", pair.gap),
+            ]
+            named += [
+                (f"{pair.radam_arm} - {pair.adam_arm} {c.schedule}", c.difference)
+                for c in pair.ma_yarats
+            ]
+            rows += [(f"{workload.label}: {n}", i) for n, i in named if i is not None]
+    return rows
+
+
+def estimands(analysis: Analysis) -> Figure:
+    """Every regret Δ, gap Γ and Ma & Yarats difference with its 95 % interval, against ±δ:
+    an interval wholly left of δ shows no need (or no gap); wholly right shows one."""
+    rows = _intervals(analysis)
+    figure = Figure(figsize=(8.5, 0.9 + 0.32 * max(1, len(rows))), layout="constrained")
+    ax = figure.subplots()
+    outcome = analysis.verdict.outcome.value if analysis.verdict else "no verdict"
+    figure.suptitle(f"{analysis.study_name}: {outcome}", fontsize=13)
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, interval) in zip(y, rows, strict=True):
+        ax.plot([interval.low, interval.high], [yi, yi], color="C0", linewidth=2)
+        ax.plot([interval.estimate], [yi], "o", color="C0")
+    ax.set_yticks(y, [name for name, _ in rows], fontsize=8)
+    ax.axvline(0, color="grey", linewidth=1)
+    if analysis.verdict is not None:
+        for x in (analysis.verdict.margin, -analysis.verdict.margin):
+            ax.axvline(x, color="C3", linestyle="--", linewidth=1)
+        ax.annotate("δ", (analysis.verdict.margin, 1.0), xycoords=("data", "axes fraction"))
+    ax.set_xlabel("held-out loss difference (95 % interval)")
+    return figure
+
+
+def warmup_effects(analysis: Analysis) -> Figure:
+    """Per lr, the loss at w=0 minus the best loss over warmups at that lr, with intervals:
+    where warmup helps and by how much, one line per arm."""
+    workloads = analysis.workloads
+    figure, axes = _panels(1, len(workloads), "Warmup effect at each learning rate")
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        for i, arm in enumerate(workload.arms):
+            points = [(e.lr, e.effect) for e in arm.warmup_effect if e.effect is not None]
+            if not points:
+                continue
+            lrs = [lr for lr, _ in points]
+            mid = np.asarray([e.estimate for _, e in points])
+            err = np.asarray(
+                [[e.estimate - e.low for _, e in points], [e.high - e.estimate for _, e in points]]
+            )
+            ax.errorbar(
+                lrs, mid, yerr=err, marker="o", capsize=3, color=f"C{i % 10}", label=arm.arm
+            )
+        ax.axhline(0, color="grey", linewidth=1)
+        if analysis.verdict is not None:
+            ax.axhline(analysis.verdict.margin, color="C3", linestyle="--", linewidth=1)
+        _log_lr_axis(ax, workload)
+        ax.set_title(_title(workload), fontsize=10)
+        ax.set_ylabel("loss(w=0) - best over w")
+        _legend(ax)
+    return figure
+
+
+def stable_ranges(analysis: Analysis) -> Figure:
+    """lr50 (half the seeds fail) per arm and warmup, with intervals: warmup that moves lr50 to
+    the right widens the range of lrs that train (Xiong et al.'s measure)."""
+    workloads = analysis.workloads
+    figure, axes = _panels(1, len(workloads), "Stable lr range: lr50 per warmup")
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        lrs = [lr for arm in workload.arms for lr in arm.cells.lrs] or [1.0]
+        low_end, high_end = min(lrs), max(lrs)
+        labels: list[str] = []
+        for arm in workload.arms:
+            for r in arm.stable_range:
+                y = len(labels)
+                labels.append(f"{arm.arm} w={r.warmup}")
+                b = r.lr50
+                low = low_end / 2 if b.low is None else b.low
+                high = high_end * 2 if b.high is None else b.high
+                ax.plot([low, high], [y, y], color="C0", linewidth=2)
+                if b.estimate is not None:
+                    ax.plot([b.estimate], [y], "o", color="C0")
+                else:
+                    edge = high_end * 2 if b.censored == "above_grid" else low_end / 2
+                    ax.plot([edge], [y], ">" if b.censored == "above_grid" else "<", color="C0")
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        _log_lr_axis(ax, workload)
+        ax.set_title(_title(workload), fontsize=10)
+    return figure
+
+
 FIGURES: dict[str, tuple[str, Callable[[Analysis], Figure]]] = {
+    "estimands": (
+        "Warmup regrets Δ, RAdam's gap to tuned Adam Γ and the Ma & Yarats differences, with "
+        "95 % intervals, against the margin δ",
+        estimands,
+    ),
     "lr": (
         "Loss against learning rate: without warmup (solid) and with the best warmup at each "
         "lr (dashed)",
         loss_vs_lr,
     ),
     "warmup": ("Final loss against warmup, best over lr, with each arm's regret Δ", by_warmup),
+    "effects": ("Warmup effect per learning rate, with 95 % intervals", warmup_effects),
+    "stable": ("Stable lr range: lr50 per arm and warmup, with 95 % intervals", stable_ranges),
     "failures": ("Failure map over learning rate and warmup", failure_maps),
     "curves": ("Learning curves of representative trials", learning_curves),
 }

@@ -6,7 +6,15 @@ import base64
 from html import escape
 from string import Template
 
-from api_schemas.analysis import Analysis, ArmAnalysis, Interval, Rate, WorkloadAnalysis
+from api_schemas.analysis import (
+    Analysis,
+    ArmAnalysis,
+    Bounded,
+    Interval,
+    PairAnalysis,
+    Rate,
+    WorkloadAnalysis,
+)
 from service.report.figures import FIGURES, render
 
 PAGE = Template("""<!doctype html>
@@ -18,7 +26,7 @@ PAGE = Template("""<!doctype html>
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
 header { padding: 1rem 1.5rem; border-radius: 8px; margin-bottom: 1.5rem; }
 header h1 { margin: 0 0 .5rem 0; }
-.REMOVES { background: #e3f4e1; } .NEEDS { background: #fde8d7; }
+.REMOVES { background: #e3f4e1; } .NEEDS, .NO_WARMUP_BUT_WORSE { background: #fde8d7; }
 .INCONCLUSIVE, .none { background: #eef0f3; } .INVALID { background: #f8d9dc; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; }
 figcaption { color: #555; font-size: .9rem; }
@@ -33,15 +41,17 @@ th:first-child, td:first-child { text-align: left; }
 <h1>$headline</h1>
 <p>$statement</p>
 </header>
+$findings
 $figures
 <h2>Arms</h2>
 $tables
 $comparisons
 <h2>What was counted</h2>
 $counts
-<p class="note">Study $study_id ($design design, seeds $seeds, $bootstrap bootstrap resamples,
-95 % intervals). Losses are final held-out losses clipped at the chance loss; failed runs are
-counted at the chance loss, never dropped. Analysis took $seconds s.</p>
+<p class="note">Study $study_id ($design design, seeds $seeds, 95 % intervals: simultaneous
+Student t intervals for losses, Newcombe's for failure rates, $bootstrap paired bootstrap
+resamples for lr50 and G). Losses are final held-out losses clipped at the chance loss; failed
+runs are counted at the chance loss, never dropped. Analysis took $seconds s.</p>
 </body>
 </html>
 """)
@@ -63,20 +73,38 @@ def _rate(rate: Rate) -> str:
     return f"{rate.failures}/{rate.runs} ({rate.rate:.0%}; {rate.low:.0%} to {rate.high:.0%})"
 
 
+def _bounded(value: Bounded | None, digits: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    estimate = format(value.estimate, digits) if value.estimate is not None else str(value.censored)
+    low = "grid end" if value.low is None else format(value.low, digits)
+    high = "grid end" if value.high is None else format(value.high, digits)
+    return f"{estimate} [{low}, {high}]"
+
+
+def _cells(values: list[str]) -> str:
+    return "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in values) + "</tr>"
+
+
+def _head(values: tuple[str, ...]) -> str:
+    return "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in values) + "</tr>"
+
+
 def _row(arm: ArmAnalysis) -> str:
-    cells = [
-        arm.arm,
-        f"{_num(arm.best_loss_w0)} @ lr {_num(arm.best_lr_w0, 4)}",
-        f"{_num(arm.best_loss)} @ lr {_num(arm.best_lr, 4)}, w={arm.best_warmup or '-'}",
-        _iv(arm.regret),
-        _num(arm.naive_regret),
-        _rate(arm.failure_rate_w0),
-        _rate(arm.failure_rate_best_warmup),
-        _num(arm.warmup_sensitivity),
-        _num(arm.lr_sensitivity_w0),
-        _num(arm.warmup_importance, 2),
-    ]
-    return "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
+    gain = _bounded(arm.stable_gain, ".2f")
+    return _cells(
+        [
+            arm.arm,
+            f"{_num(arm.best_loss_w0)} @ lr {_num(arm.best_lr_w0, 4)}",
+            f"{_num(arm.best_loss)} @ lr {_num(arm.best_lr, 4)}, w={arm.best_warmup or '-'}",
+            _iv(arm.regret),
+            _iv(arm.placebo_regret),
+            _rate(arm.failure_rate_w0),
+            _rate(arm.failure_rate_best_warmup),
+            _bounded(next((r.lr50 for r in arm.stable_range if r.warmup == "0"), None)),
+            f"{gain} (w={arm.stable_gain_warmup})" if arm.stable_gain else "-",
+        ]
+    )
 
 
 HEAD = (
@@ -84,24 +112,79 @@ HEAD = (
     "best loss, w=0",
     "best loss, any w",
     "warmup regret Δ [95 %]",
-    "naive Δ",
+    "placebo Δ (1 step)",
     "failures, w=0",
     "failures, best w",
-    "warmup sensitivity",
-    "lr sensitivity, w=0",
-    "warmup importance",
+    "lr50, w=0",
+    "G = log2 lr50 gain",
 )
+LR_HEAD = ("lr", "warmup effect [95 %]", "lr50 per warmup")
+
+
+def _per_lr(workload: WorkloadAnalysis) -> str:
+    rows = []
+    for arm in workload.arms:
+        stable = "; ".join(f"w={r.warmup}: {_bounded(r.lr50)}" for r in arm.stable_range)
+        for i, effect in enumerate(arm.warmup_effect):
+            rows.append(
+                _cells([f"{arm.arm} · {effect.lr:g}", _iv(effect.effect), stable if i == 0 else ""])
+            )
+    return f"<table>{_head(LR_HEAD)}{''.join(rows)}</table>" if rows else ""
 
 
 def _table(workload: WorkloadAnalysis) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in HEAD)
     rows = "\n".join(_row(arm) for arm in workload.arms)
     title = f"{workload.label} ({workload.role}, {workload.workload})"
-    return f"<h3>{escape(title)}</h3>\n<table><tr>{head}</tr>\n{rows}</table>"
+    return f"<h3>{escape(title)}</h3>\n<table>{_head(HEAD)}\n{rows}</table>\n{_per_lr(workload)}"
+
+
+PAIR_HEAD = (
+    "workload",
+    "RAdam vs Adam",
+    "Δ_RAdam",
+    "Δ_Adam",
+    "Γ: RAdam w=0 - tuned Adam",
+    "failure difference at best",
+)
+
+
+def _pair(workload: WorkloadAnalysis, pair: PairAnalysis) -> str:
+    failure = pair.failure_at_best
+    return _cells(
+        [
+            workload.label,
+            f"{pair.radam_arm} vs {pair.adam_arm}",
+            _iv(pair.radam_regret),
+            _iv(pair.adam_regret),
+            _iv(pair.gap),
+            "-" if failure is None else _iv(failure.difference),
+        ]
+    )
+
+
+def _failures(workload: WorkloadAnalysis, pair: PairAnalysis) -> str:
+    return "".join(
+        _cells(
+            [
+                f"{workload.label} · {pair.radam_arm} - {pair.adam_arm}",
+                f"{f.lr:g}",
+                f"{f.radam_rate:.0%} - {f.adam_rate:.0%} (w={f.adam_warmup})",
+                _iv(f.difference),
+            ]
+        )
+        for f in pair.failures_by_lr
+    )
 
 
 def _comparisons(analysis: Analysis) -> str:
     parts = []
+    pairs = [(w, p) for w in analysis.workloads for p in w.pairs]
+    if pairs:
+        rows = "".join(_pair(w, p) for w, p in pairs)
+        parts.append(f"<h2>RAdam against tuned Adam</h2><table>{_head(PAIR_HEAD)}{rows}</table>")
+        rows = "".join(_failures(w, p) for w, p in pairs)
+        head = _head(("pair", "lr", "failure rates", "difference [95 %]"))
+        parts.append(f"<h3>Failure rates per lr, paired seeds</h3><table>{head}{rows}</table>")
     if analysis.verdict is not None:
         rows = "".join(
             f"<tr><td>{escape(c.label)}</td><td>{c.role}</td><td>{escape(c.requirement)}</td>"
@@ -116,15 +199,26 @@ def _comparisons(analysis: Analysis) -> str:
         rows = "".join(
             f"<tr><td>{escape(c.workload)}</td><td>{escape(c.radam_arm)} at w=0 &minus; "
             f"{escape(c.adam_arm)} with {c.schedule}</td><td>{_iv(c.difference)}</td>"
-            f"<td>±{c.margin:.3g}</td><td>{c.outcome.value}</td></tr>"
+            f"<td>{'-' if c.margin is None else f'±{c.margin:.3g}'}</td>"
+            f"<td>{c.outcome.value if c.outcome else '-'}</td>"
+            f"<td>{escape('; '.join(f'{d.lr:g}: {_iv(d.difference)}' for d in c.by_lr))}</td>"
+            "</tr>"
             for c in analysis.ma_yarats
         )
         parts.append(
             "<h2>Ma &amp; Yarats: RAdam against an untuned warmup</h2><table><tr><th>workload"
-            "</th><th>difference</th><th>estimate [95 %]</th><th>δ</th><th></th></tr>"
-            f"{rows}</table>"
+            "</th><th>difference</th><th>best over lr [95 %]</th><th>δ</th><th></th>"
+            f"<th>per lr</th></tr>{rows}</table>"
         )
     return "\n".join(parts)
+
+
+def _findings(analysis: Analysis) -> str:
+    if not analysis.findings:
+        return ""
+    rows = "".join(_cells([f.paper, f.claim, f.result, f.evidence]) for f in analysis.findings)
+    head = _head(("paper", "claim", "this study", "evidence"))
+    return f'<h2>Published findings</h2><table id="findings">{head}{rows}</table>'
 
 
 def _counts(analysis: Analysis) -> str:
@@ -174,6 +268,7 @@ def html(analysis: Analysis) -> str:
         outcome_class=verdict.outcome.value if verdict else "none",
         headline=escape(headline),
         statement=escape(analysis.statement),
+        findings=_findings(analysis),
         figures=_figures(analysis),
         tables="\n".join(_table(w) for w in analysis.workloads),
         comparisons=_comparisons(analysis),

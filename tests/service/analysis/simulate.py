@@ -1,7 +1,9 @@
 """Simulated studies with known answers: outcome arrays drawn from planted cell means.
 
 A seed's loss is ``truth[arm, lr, w] + seed effect + noise``; with probability ``fail`` it is a
-failure at the chance loss instead. The seed effect is shared by every cell (paired seeds).
+failure at the chance loss instead (``fail`` may be an array of the truth's shape: a cell that
+fails now and then). The seed effect is shared by every cell (paired seeds). ``draw`` makes
+many studies at once, with a leading study axis, for the vectorised calibration tests.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from api_schemas import StudySpec
 from api_schemas.analysis import Analysis, OutcomeCounts
@@ -51,6 +54,30 @@ def truth(regret_adam: float, regret_radam: float) -> Floats:
     return arms
 
 
+def draw(
+    rng: np.random.Generator,
+    means: Floats,
+    seeds: int,
+    studies: int,
+    *,
+    noise: float = 0.08,
+    seed_sd: float = 0.05,
+    fail: float | Floats = 0.0,
+) -> tuple[Floats, npt.NDArray[np.bool_]]:
+    """``studies`` simulated workloads: (loss, failed), each (studies, arm, lr, warmup, seed)."""
+    shape = (studies, *means.shape, seeds)
+    seed_effect = rng.normal(0, seed_sd, (studies, 1, 1, 1, seeds))
+    loss = means[None, ..., None] + seed_effect + rng.normal(0, noise, shape)
+    p = np.broadcast_to(np.asarray(fail, dtype=np.float64), means.shape)[None, ..., None]
+    failed = (rng.random(shape) < p) | (means[None, ..., None] >= CHANCE)
+    return np.where(failed, CHANCE, np.minimum(loss, CHANCE)), failed
+
+
+def true_gap(x: Floats, y: Floats) -> float:
+    """min of the planted means ``x`` minus min of ``y``."""
+    return float(np.min(x) - np.min(y))
+
+
 def outcomes(
     rng: np.random.Generator,
     means: Floats,
@@ -58,16 +85,13 @@ def outcomes(
     *,
     noise: float = 0.08,
     seed_sd: float = 0.05,
-    fail: float = 0.0,
+    fail: float | Floats = 0.0,
     label: str = "postln_transformer",
 ) -> Outcomes:
     """One simulated workload: ``means`` (arm, lr, warmup) plus paired-seed noise."""
     a, n_lr, w = means.shape
-    loss = (
-        means[..., None] + rng.normal(0, seed_sd, seeds) + rng.normal(0, noise, (a, n_lr, w, seeds))
-    )
-    failed = (rng.random(loss.shape) < fail) | (means[..., None] >= CHANCE)
-    loss = np.where(failed, CHANCE, np.minimum(loss, CHANCE))
+    drawn, drawn_failed = draw(rng, means, seeds, 1, noise=noise, seed_sd=seed_sd, fail=fail)
+    loss, failed = drawn[0], drawn_failed[0]
     runs = np.full((a, n_lr, w), seeds, dtype=np.int64)
     return Outcomes(
         label=label,
@@ -77,6 +101,7 @@ def outcomes(
         lrs=np.asarray(LRS),
         warmups=[str(x) for x in WARMUPS],
         loss=loss,
+        failed=failed,
         runs=runs,
         failures=failed.sum(axis=-1).astype(np.int64),
         cell_trial=np.full((a, n_lr, w), -1, dtype=np.int64),
@@ -107,5 +132,9 @@ def analysis(seed: int = 0, seeds: int = 4) -> Analysis:
     subject.loss[1, 0, 2] = np.nan
     subject.runs[1, 0, 2] = 0
     control = outcomes(rng, truth(0.0, 0.0), seeds, label="digits_mlp")
-    study = spec(seeds, controls=[{"role": "negative", "workload": {"name": "digits_mlp"}}])
-    return analyse_outcomes(7, "simulated", study, [subject, control], importance=False)
+    study = spec(
+        seeds,
+        controls=[{"role": "negative", "workload": {"name": "digits_mlp"}}],
+        analysis={"margin": 0.2},
+    )
+    return analyse_outcomes(7, "simulated", study, [subject, control])
