@@ -19,7 +19,7 @@ from worker.reference_optimizers import AdamWarmupReference, RAdamReference
 ModelParams = Iterable[torch.nn.Parameter]
 
 
-class _Params:
+class TrialParams:
     """Typed reads of trial parameters, falling back to PARAMS defaults."""
 
     def __init__(self, values: Mapping[str, Scalar]) -> None:
@@ -57,7 +57,7 @@ class _Params:
 # (the step counters stay on the CPU unless capturable=True).
 
 
-def _sgd(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _sgd(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     momentum = p.number("momentum")
     # Nesterov with zero momentum is plain SGD; torch rejects the combination, a grid need not.
     nesterov = p.flag("nesterov") and momentum > 0
@@ -71,7 +71,7 @@ def _sgd(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     )
 
 
-def _adam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _adam(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     """Adam; ``weight_decay`` is L2 added to the gradient (torch's semantics)."""
     return torch.optim.Adam(
         model_params,
@@ -80,7 +80,7 @@ def _adam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     )
 
 
-def _adamw(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _adamw(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     """AdamW; decoupled weight decay. Its default comes from PARAMS (0), not torch's 0.01."""
     return torch.optim.AdamW(
         model_params,
@@ -89,7 +89,7 @@ def _adamw(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     )
 
 
-def _radam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _radam(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     """``torch.optim.RAdam``: rectified once rho_t > 5, momentum-SGD before; weight decay is L2
     unless ``decoupled_weight_decay``."""
     return torch.optim.RAdam(
@@ -100,7 +100,7 @@ def _radam(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
     )
 
 
-def _radam_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _radam_reference(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     """The RAdam authors' version: N_sma >= 5, early steps skipped unless degenerated_to_sgd."""
     return RAdamReference(
         model_params,
@@ -109,7 +109,7 @@ def _radam_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optim
     )
 
 
-def _adam_warmup_reference(p: _Params, model_params: ModelParams) -> torch.optim.Optimizer:
+def _adam_warmup_reference(p: TrialParams, model_params: ModelParams) -> torch.optim.Optimizer:
     """The article's AdamWarmup, warming up over ``warmup_steps`` inside the optimizer."""
     return AdamWarmupReference(
         model_params,
@@ -118,7 +118,7 @@ def _adam_warmup_reference(p: _Params, model_params: ModelParams) -> torch.optim
     )
 
 
-OptimizerBuilder = Callable[[_Params, ModelParams], torch.optim.Optimizer]
+OptimizerBuilder = Callable[[TrialParams, ModelParams], torch.optim.Optimizer]
 
 OPTIMIZER_BUILDERS: dict[str, OptimizerBuilder] = {
     "sgd": _sgd,
@@ -142,4 +142,4 @@ def build_optimizer(
     if not isinstance(name, str) or name not in OPTIMIZER_BUILDERS:
         known = ", ".join(OPTIMIZER_BUILDERS)
         raise ValueError(f"unknown optimizer {name!r}; choose from {known}")
-    return OPTIMIZER_BUILDERS[name](_Params(params), model_params)
+    return OPTIMIZER_BUILDERS[name](TrialParams(params), model_params)

@@ -210,3 +210,20 @@ class AdamWarmupReference(_AdamMoments):
         step_size = scheduled_lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
         _decay_weights(bucket, group["weight_decay"], scheduled_lr)
         _adam_update(bucket, group["eps"], step_size)
+
+
+def radam_step_sizes(t: int, beta1: Tensor, beta2: Tensor) -> tuple[Tensor, Tensor]:
+    """``radam_step_size`` for many models at once: per-model ``beta1``, ``beta2`` (float64).
+
+    Returns (rectified, step size per unit lr), the same floats as the scalar version, with the
+    branch taken per model by ``torch.where`` instead of in Python.
+    """
+    beta2_t = beta2**t
+    n_sma_max = 2 / (1 - beta2) - 1
+    n_sma = n_sma_max - 2 * t * beta2_t / (1 - beta2_t)
+    bias_correction1 = 1 - beta1**t
+    rectified = n_sma >= RECTIFY_FROM
+    rect = (n_sma - 4) * (n_sma - 2) * n_sma_max / ((n_sma_max - 4) * (n_sma_max - 2) * n_sma)
+    # The branch not taken may be NaN (the square root of a negative): where() drops it.
+    adaptive = torch.sqrt(rect * (1 - beta2_t)) / bias_correction1
+    return rectified, torch.where(rectified, adaptive, 1 / bias_correction1)

@@ -134,16 +134,15 @@ SELF_WARMING: frozenset[str] = frozenset({"adam_warmup_reference"})
 """Optimizers that warm up by themselves over ``warmup_steps``: the schedule must not too."""
 
 
-def trial_schedule(
-    optimizer: torch.optim.Optimizer, params: Mapping[str, Scalar], total_steps: int
-) -> LambdaLR:
-    """The schedule a trial's parameters ask for, over a run of ``total_steps`` steps.
+def trial_factor(params: Mapping[str, Scalar], total_steps: int) -> Factor:
+    """The lr multiplier a trial's parameters ask for, per step ``s`` (1-based).
 
     Reads ``warmup_schedule``, ``warmup_steps``, ``beta2`` and ``lr_decay`` (PARAMS defaults
     when absent; ``beta2`` sizes the untuned warmups even for SGD). For an optimizer in
     SELF_WARMING the warmup is left to the optimizer, whose ramp would otherwise be multiplied
     by a second one, and ``warmup_schedule`` is ignored; a decay still starts after
-    ``warmup_steps``.
+    ``warmup_steps``. The sequential trainer applies it through ``trial_schedule``, the stacked
+    one reads it per model.
     """
 
     def get(name: str) -> Scalar:
@@ -154,8 +153,7 @@ def trial_schedule(
     decay_start = None
     if params.get("optimizer") in SELF_WARMING:
         schedule, decay_start = "none", warmup_steps
-    return build_schedule(
-        optimizer,
+    return schedule_factor(
         schedule=schedule,
         warmup_steps=warmup_steps,
         beta2=float(get("beta2")),
@@ -163,3 +161,11 @@ def trial_schedule(
         decay=str(get("lr_decay")),
         decay_start=decay_start,
     )
+
+
+def trial_schedule(
+    optimizer: torch.optim.Optimizer, params: Mapping[str, Scalar], total_steps: int
+) -> LambdaLR:
+    """A ``LambdaLR`` running step ``s`` at ``lr * trial_factor(params, total_steps)(s)``."""
+    factor = trial_factor(params, total_steps)
+    return LambdaLR(optimizer, lambda taken: factor(taken + 1))

@@ -5,9 +5,10 @@ alone, so seed i is the same run in every trial whatever the other seeds are. At
 seed that is still training takes one optimizer step. Losses stay on the device and are read
 back only at report steps, so a step never waits for the host.
 
-Divergence is a result, not a crash: a seed whose loss becomes non-finite or explodes stops
-training and is recorded as ``diverged`` with the chance loss; so is a seed whose held-out loss
-ends at chance (a collapse). The exceptions below are for the worker, not for the optimizer:
+The seeds train one by one or, when the workload's model qualifies, stacked as one model with
+a leading model dimension (``worker.stacked``); either way each seed is its own run. Divergence
+is a result, not a crash (``worker.runs`` has the rules). The exceptions below are for the
+worker, not for the optimizer:
 
     Exception
     ├── TrialInterrupted   should_stop() said to stop (a signal, a lost lease)
@@ -16,31 +17,34 @@ ends at chance (a collapse). The exceptions below are for the worker, not for th
 
 from __future__ import annotations
 
-import math
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from api_schemas.trials import SeedResult, TrialAssignment
 from worker.optimizers import build_optimizer
+from worker.runs import COLLAPSED, EXPLODED, batch_loss, evaluate, to_device, window_diverged
 from worker.schedules import trial_schedule
+from worker.stacked import StackedSeeds, Stacking, choose_path
 from worker.workloads import Batch, Task, build_task
 
-EXPLODED = 10.0
-"""A training loss above EXPLODED times the chance loss is diverged: it will not come back."""
-COLLAPSED = 0.9
-"""A held-out loss at or above COLLAPSED times the chance loss is a collapse: nothing learned.
+__all__ = [
+    "COLLAPSED",
+    "EXPLODED",
+    "TrialInterrupted",
+    "TrialOutcome",
+    "TrialTimeLimit",
+    "train_trial",
+]
 
-Measured on the 6-layer Post-LN sort task: Adam at lr 1e-2 without warmup ends at 0.95-1.0 x
-chance, while a model that ignores its input and learns only which tokens each sorted position
-tends to hold already reaches 0.71 x chance; 0.9 separates the two.
-"""
+log = logging.getLogger("hps.worker")
+DEFAULT_STACKING = Stacking()
 
 
 class TrialInterrupted(Exception):
@@ -62,6 +66,8 @@ class TrialOutcome:
     """From the call to the return, set-up and evaluation included."""
     steps_per_second: float
     """Optimizer steps summed over seeds / wall time of the training loop."""
+    path: Literal["sequential", "stacked"] = "sequential"
+    """How the seeds trained: one by one, or stacked as one model."""
 
 
 @dataclass
@@ -102,22 +108,8 @@ def _start_run(
     )
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def _loss(run: _SeedRun, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of a batch, and the logits flattened to (tokens, classes)."""
-    x, y = batch
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.autocast):
-        logits = run.model(x).flatten(0, -2)
-    # The loss is taken in fp32 whatever the forward pass ran in.
-    return F.cross_entropy(logits.float(), y.flatten()), logits
-
-
 def _train_step(run: _SeedRun, device: torch.device) -> None:
-    loss, _ = _loss(run, _to_device(next(run.batches), device))
+    loss, _ = batch_loss(run.model, to_device(next(run.batches), device), autocast=run.autocast)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]  # (torch leaves it unannotated)
     run.optimizer.step()
@@ -127,58 +119,79 @@ def _train_step(run: _SeedRun, device: torch.device) -> None:
     run.steps += 1
 
 
-def _close_window(runs: list[_SeedRun], chance_loss: float) -> float:
-    """Mean over seeds of each seed's mean training loss since the last report.
+class _Seeds(Protocol):
+    """A trial's seeds training in lockstep: one by one, or stacked (``worker.stacked``)."""
 
-    Marks seeds whose loss is non-finite or exploded as diverged; those, and seeds that
-    diverged earlier, count as the chance loss. One host read for all seeds.
-    """
-    live = [run for run in runs if not run.diverged]
-    means = torch.stack([run.loss_sum / run.window for run in live]).tolist() if live else []
-    values = [chance_loss] * (len(runs) - len(live))
-    for run, mean in zip(live, means, strict=True):
-        if not math.isfinite(mean) or mean > EXPLODED * chance_loss:
-            run.diverged = True
-        values.append(chance_loss if run.diverged else mean)
-        run.loss_sum.zero_()
-        run.window = 0
-    return sum(values) / len(values)
+    @property
+    def alive(self) -> bool:
+        """Whether any seed still trains."""
+        ...
+
+    def train_step(self) -> None:
+        """Every seed that still trains takes one optimizer step."""
+
+    def close_window(self, chance_loss: float) -> float:
+        """Mean over seeds of each seed's mean training loss since the last report.
+
+        Seeds whose loss is non-finite or exploded stop as diverged; those, and seeds that
+        diverged earlier, count as the chance loss. One host read for all seeds.
+        """
+        ...
+
+    def results(self) -> list[SeedResult]:
+        """Every seed evaluated on its held-out batches, in the assignment's order."""
+        ...
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps each seed has taken."""
+        ...
 
 
-def _evaluate(run: _SeedRun, task: Task, device: torch.device) -> SeedResult:
-    """Held-out loss and per-token accuracy, with failures recorded as chance."""
-    failed = SeedResult(
-        seed=run.seed,
-        loss=task.chance_loss,
-        accuracy=task.chance_accuracy,
-        diverged=True,
-        steps=run.steps,
-    )
-    if run.diverged:
-        return failed
-    run.model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    n_tokens = 0
-    with torch.no_grad():
-        for batch in task.eval_batches(run.seed):
-            inputs, targets = _to_device(batch, device)
-            loss, logits = _loss(run, (inputs, targets))
-            targets = targets.flatten()
-            loss_sum += loss * targets.numel()
-            correct += (logits.argmax(dim=-1) == targets).sum()
-            n_tokens += targets.numel()
-    total_loss, total_correct = torch.stack([loss_sum, correct]).tolist()
-    loss_value = total_loss / n_tokens
-    if not math.isfinite(loss_value) or loss_value >= COLLAPSED * task.chance_loss:
-        return failed
-    return SeedResult(
-        seed=run.seed,
-        loss=min(loss_value, task.chance_loss),
-        accuracy=total_correct / n_tokens,
-        diverged=False,
-        steps=run.steps,
-    )
+class _SequentialSeeds:
+    """Each seed its own model and optimizer, stepped one after another."""
+
+    def __init__(self, task: Task, assignment: TrialAssignment, device: torch.device) -> None:
+        self.task, self.device = task, device
+        self.runs = [_start_run(task, seed, assignment, device) for seed in assignment.seeds]
+
+    @property
+    def alive(self) -> bool:
+        return any(not run.diverged for run in self.runs)
+
+    @property
+    def steps(self) -> list[int]:
+        return [run.steps for run in self.runs]
+
+    def train_step(self) -> None:
+        for run in self.runs:
+            if not run.diverged:
+                _train_step(run, self.device)
+
+    def close_window(self, chance_loss: float) -> float:
+        live = [run for run in self.runs if not run.diverged]
+        means = torch.stack([run.loss_sum / run.window for run in live]).tolist() if live else []
+        values = [chance_loss] * (len(self.runs) - len(live))
+        for run, mean in zip(live, means, strict=True):
+            run.diverged = window_diverged(mean, chance_loss)
+            values.append(chance_loss if run.diverged else mean)
+            run.loss_sum.zero_()
+            run.window = 0
+        return sum(values) / len(values)
+
+    def results(self) -> list[SeedResult]:
+        return [
+            evaluate(
+                run.model,
+                self.task,
+                self.device,
+                seed=run.seed,
+                steps=run.steps,
+                diverged=run.diverged,
+                autocast=run.autocast,
+            )
+            for run in self.runs
+        ]
 
 
 def train_trial(
@@ -188,6 +201,7 @@ def train_trial(
     report: Callable[[int, float], bool],
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
+    stacking: Stacking = DEFAULT_STACKING,
 ) -> TrialOutcome:
     """Train every seed of ``assignment`` and evaluate each on its held-out batches.
 
@@ -195,6 +209,10 @@ def train_trial(
     mean over seeds of the training loss since the previous report (a diverged seed counts as
     the chance loss); a True answer prunes the trial: training stops and the seeds are evaluated
     as they stand. Training also stops early once every seed has diverged.
+
+    The seeds train stacked as one model (``worker.stacked``) when ``stacking`` allows it and
+    the workload's model qualifies, else one by one; the log says which and why. Both give
+    each seed the same run, to float rounding.
 
     ``should_stop`` and ``clock`` are checked before every step. Raises TrialInterrupted when
     ``should_stop()`` is True and TrialTimeLimit past ``assignment.time_limit_s``; any other
@@ -204,7 +222,14 @@ def train_trial(
     start = clock()
     config = assignment.workload.config
     task = build_task(assignment.workload)
-    runs = [_start_run(task, seed, assignment, device) for seed in assignment.seeds]
+    size, why = choose_path(task, assignment, device, stacking)
+    log.info("trial %d: %s: %s", assignment.trial_id, "stacked" if size else "sequential", why)
+    seeds: _Seeds
+    if size is None:
+        seeds = _SequentialSeeds(task, assignment, device)
+    else:
+        autocast = config.precision == "bf16" and device.type == "cuda"
+        seeds = StackedSeeds(task, assignment, device, size=size, autocast=autocast)
 
     state: Literal["completed", "pruned"] = "completed"
     train_start = clock()
@@ -215,23 +240,21 @@ def train_trial(
             raise TrialTimeLimit(
                 f"time limit of {assignment.time_limit_s:g} s reached at step {step}"
             )
-        alive = [run for run in runs if not run.diverged]
-        if not alive:
+        if not seeds.alive:
             break
-        for run in alive:
-            _train_step(run, device)
+        seeds.train_step()
         is_report_step = step % config.report_every == 0 or step == config.steps
-        # The host read in _close_window also waits for the device, so clock() is honest.
-        if is_report_step and report(step, _close_window(runs, task.chance_loss)):
+        # The host read in close_window also waits for the device, so clock() is honest.
+        if is_report_step and report(step, seeds.close_window(task.chance_loss)):
             state = "pruned"
             break
     train_time = clock() - train_start
 
-    seeds = [_evaluate(run, task, device) for run in runs]
-    total_steps = sum(run.steps for run in runs)
+    results = seeds.results()
     return TrialOutcome(
         state=state,
-        seeds=seeds,
+        seeds=results,
         wall_time_s=max(0.0, clock() - start),
-        steps_per_second=total_steps / train_time if train_time > 0 else 0.0,
+        steps_per_second=sum(seeds.steps) / train_time if train_time > 0 else 0.0,
+        path="stacked" if size else "sequential",
     )
