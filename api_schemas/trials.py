@@ -144,8 +144,6 @@ class TrialResult(_Model):
             raise ValueError("failure is only allowed when state is 'failed'")
         if self.state == "completed" and not self.seeds:
             raise ValueError("seeds must list every seed's result when state is 'completed'")
-        if len({s.seed for s in self.seeds}) != len(self.seeds):
-            raise ValueError("seeds must not repeat a seed")
         return self
 
 

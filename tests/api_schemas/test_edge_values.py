@@ -94,11 +94,6 @@ def test_final_losses_are_bounded(loss: object) -> None:
     refused(TrialResult, result(seed(0, loss)))
 
 
-@pytest.mark.parametrize("state", ["completed", "pruned"])
-def test_a_result_may_not_repeat_a_seed(state: str) -> None:
-    refused(TrialResult, result(seed(0), seed(0), state=state))
-
-
 @pytest.mark.parametrize("number", [-1, 2**31, 10**30])
 def test_seed_ids_are_31_bit(number: int) -> None:
     refused(TrialResult, result(seed(number), state="pruned"))
