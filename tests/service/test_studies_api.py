@@ -334,6 +334,7 @@ def test_a_restarted_service_continues_the_study(make_api: Callable[..., Api]) -
     assert second.lease() is None
 
 
+@pytest.mark.backends  # the bulk insert speaks each driver's parameter style
 def test_grid_cells_are_enqueued_in_the_spec_order(api: Api) -> None:
     space = {
         "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
@@ -343,6 +344,9 @@ def test_grid_cells_are_enqueued_in_the_spec_order(api: Api) -> None:
     spec = StudySpec.model_validate(study["spec"])
     params = [t["params"] for t in api.trials(study["id"])]
     assert params == grid_cells(spec.search_space)
+    leased = [api.lease() for _ in params]
+    assert [a["params"] for a in leased if a is not None] == params
+    assert api.lease() is None
 
 
 def test_a_100k_cell_grid_is_queued_in_seconds(api: Api) -> None:
