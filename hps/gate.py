@@ -257,11 +257,13 @@ def judge_analysis(check: AnalysisCheck, analysis: Analysis) -> CheckResult:
     intervals: dict[str, Interval | None] = {
         "RAdam's regret": verdict.radam_regret,
         "Adam's regret": verdict.adam_regret,
-        "their difference": verdict.regret_difference,
+        "RAdam's gap to tuned Adam": verdict.gap,
     }
     for workload in analysis.workloads:
         for arm in workload.arms:
             intervals[f"{workload.label}/{arm.arm} regret"] = arm.regret
+        for pair in workload.pairs:
+            intervals[f"{workload.label}/{pair.radam_arm} gap"] = pair.gap
     missing = [k for k, v in intervals.items() if v is None or not v.low <= v.estimate <= v.high]
     problems = [f"no interval for {', '.join(missing)}"] if missing else []
     if check.verdict_in is not None and verdict.outcome.value not in check.verdict_in:

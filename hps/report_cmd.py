@@ -1,4 +1,5 @@
-"""``hps report STUDY``: the study's verdict and warmup regrets; the report page and figures."""
+"""``hps report STUDY``: the study's verdict, regrets, Γ, stable lr ranges, per-lr effects and
+failure differences; the report page and figures."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from api_schemas.analysis import Analysis, Interval, WorkloadAnalysis
+from api_schemas.analysis import Analysis, Bounded, Interval, WorkloadAnalysis
 from hps.cli_common import DEFAULT_URL, TokenOption, UrlOption, connect, console, fail, out
 
 FORMATS: tuple[Literal["png", "svg"], ...] = ("png", "svg")
@@ -41,6 +42,48 @@ def _table(workload: WorkloadAnalysis) -> Table:
     return table
 
 
+def _bounded(value: Bounded | None) -> str:
+    if value is None:
+        return "-"
+    estimate = f"{value.estimate:.3g}" if value.estimate is not None else str(value.censored)
+    low = "grid" if value.low is None else f"{value.low:.3g}"
+    high = "grid" if value.high is None else f"{value.high:.3g}"
+    return f"{estimate} [{low}, {high}]"
+
+
+def _stable(workload: WorkloadAnalysis) -> Table:
+    table = Table(title=f"{workload.label}: stable lr range", title_justify="left")
+    for column in ("arm", "lr50 at w=0", "G = log2 gain", "with warmup"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for arm in workload.arms:
+        w0 = next((r.lr50 for r in arm.stable_range if r.warmup == "0"), None)
+        table.add_row(
+            arm.arm, _bounded(w0), _bounded(arm.stable_gain), arm.stable_gain_warmup or "-"
+        )
+    return table
+
+
+def _pairs(workload: WorkloadAnalysis) -> Table:
+    table = Table(title=f"{workload.label}: RAdam against tuned Adam", title_justify="left")
+    for column in ("pair", "Γ [95 %]", "failures at best", "per lr: warmup effect / failures"):
+        table.add_column(column, justify="left" if column == "pair" else "right")
+    arms = {a.arm: a for a in workload.arms}
+    for pair in workload.pairs:
+        failure = pair.failure_at_best
+        radam = arms[pair.radam_arm]
+        per_lr = "; ".join(
+            f"{e.lr:g}: {_iv(e.effect)} / {f.difference.estimate:+.0%}"
+            for e, f in zip(radam.warmup_effect, pair.failures_by_lr, strict=False)
+        )
+        table.add_row(
+            f"{pair.radam_arm} vs {pair.adam_arm}",
+            _iv(pair.gap),
+            "-" if failure is None else _iv(failure.difference),
+            per_lr,
+        )
+    return table
+
+
 def _print(analysis: Analysis) -> None:
     verdict = analysis.verdict
     headline = verdict.outcome.value if verdict else "NO VERDICT"
@@ -49,6 +92,9 @@ def _print(analysis: Analysis) -> None:
         out.print("(the study is still running: this analysis counts the trials done so far)")
     for workload in analysis.workloads:
         out.print(_table(workload))
+        if workload.pairs:
+            out.print(_pairs(workload))
+        out.print(_stable(workload))
     out.print(analysis.statement, markup=False)
 
 
@@ -81,8 +127,10 @@ def report(
         typer.Option("--figures", help="Write each figure as PNG and SVG into this folder."),
     ] = None,
 ) -> None:
-    """A study's warmup-sensitivity analysis: the verdict (REMOVES / NEEDS / INCONCLUSIVE /
-    INVALID), each arm's warmup regret with its 95 % interval, and what it means."""
+    """A study's warmup-sensitivity analysis: the verdict (REMOVES / NO_WARMUP_BUT_WORSE /
+    NEEDS / INCONCLUSIVE / INVALID), each arm's warmup regret, RAdam's gap to tuned Adam (Γ),
+    the stable lr range (lr50, G), per-lr warmup effects and failure differences, each with
+    its 95 % interval, and the published findings it reproduces or contradicts."""
     with connect(url, token) as client:
         analysis = client.analysis(study)
         page = client.report_html(study) if html is not None else None

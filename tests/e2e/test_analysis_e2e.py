@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from api_schemas.analysis import Analysis
+from service.report import FIGURES
 from tests.e2e.conftest import TINY_WORKLOAD, Service
 
 pytestmark = pytest.mark.e2e
@@ -73,13 +74,19 @@ def test_a_grid_study_is_analysed_and_reported_through_the_cli(
         for arm in workload.arms:
             assert arm.regret is not None and arm.regret.low <= arm.regret.high
             assert arm.cells.warmups == ["0", "10"] and len(arm.curves) == 2
+            assert [e.lr for e in arm.warmup_effect] == [1e-3, 1e-2]
+            assert [r.warmup for r in arm.stable_range] == ["0", "10"]
+        (pair,) = workload.pairs
+        assert pair.gap is not None and pair.gap.low <= pair.gap.estimate <= pair.gap.high
+        assert len(pair.failures_by_lr) == 2
     # Two seeds are too few for the interval to be trusted, but every part is there.
     assert analysis.verdict is not None or analysis.verdict_unavailable
     assert analysis.statement
 
     html = page.read_text(encoding="utf-8")
-    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 4
-    assert sorted(p.suffix for p in figures.iterdir()) == [".png"] * 4 + [".svg"] * 4
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == len(FIGURES)
+    n = len(FIGURES)
+    assert sorted(p.suffix for p in figures.iterdir()) == [".png"] * n + [".svg"] * n
 
     text = subprocess.run(
         [sys.executable, "-m", "hps", "report", str(study.id), "--url", service.url],
@@ -90,3 +97,4 @@ def test_a_grid_study_is_analysed_and_reported_through_the_cli(
     )
     assert text.returncode == 0, text.stderr
     assert "regret" in text.stdout and "postln_transformer" in text.stdout
+    assert "RAdam against tuned Adam" in text.stdout and "stable lr range" in text.stdout

@@ -30,6 +30,8 @@ def test_figures_are_written_as_png_and_svg(tmp_path: Path) -> None:
     written = _write_figures(simulate.analysis(), tmp_path / "figures")
     names = sorted(p.name for p in written)
     assert names == sorted(
-        f"{n}.{x}" for n in ("warmup", "lr", "failures", "curves") for x in ("png", "svg")
+        f"{n}.{x}"
+        for n in ("estimands", "lr", "warmup", "effects", "stable", "failures", "curves")
+        for x in ("png", "svg")
     )
     assert all(p.stat().st_size > 1000 for p in written)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from html import escape
 from typing import Any
 
 import pytest
 
+from service.report import FIGURES
 from tests.service.conftest import Api, Json
 
 CHANCE = math.log(32)
@@ -71,7 +73,7 @@ def analysis(api: Api, study_id: int) -> Json:
 
 
 def test_a_grid_with_a_negative_control_gets_a_verdict(api: Api) -> None:
-    study = run_study(api, seeds_per_trial=6, controls=[CONTROL])
+    study = run_study(api, seeds_per_trial=6, controls=[CONTROL], analysis={"margin": 0.1})
     assert study["spec"]["n_trials"] == 16
     result = analysis(api, study["id"])
 
@@ -81,7 +83,8 @@ def test_a_grid_with_a_negative_control_gets_a_verdict(api: Api) -> None:
     assert (verdict["radam_arm"], verdict["adam_arm"]) == ("radam", "adam")
     assert verdict["adam_regret"]["estimate"] == approx(0.5)
     assert verdict["radam_regret"]["estimate"] == approx(0.02)
-    assert verdict["margin"] == approx(0.1) and verdict["margin_source"] == "computed"
+    assert verdict["gap"]["estimate"] == approx(0.02) and verdict["gap"]["high"] < 0.1
+    assert verdict["margin"] == 0.1  # as the spec fixed it
     assert [c["passed"] for c in verdict["controls"]] == [True, True]
     subject, mlp = result["workloads"]
     assert (subject["role"], mlp["role"], mlp["workload"]) == ("subject", "negative", "digits_mlp")
@@ -115,13 +118,15 @@ def test_free_search_says_why_the_verdict_needs_a_grid(api: Api) -> None:
 
 
 def test_the_report_is_one_html_page_with_the_verdict_and_inlined_figures(api: Api) -> None:
-    study = run_study(api, seeds_per_trial=4)
+    study = run_study(api, seeds_per_trial=4, analysis={"margin": 0.1})
     response = api.client.get(f"/v1/studies/{study['id']}/report")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     assert page.index("REMOVES") < page.index("<img")  # the verdict comes first
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    for shown in ("Γ: RAdam w=0 - tuned Adam", "lr50, w=0", "warmup effect", "Published findings"):
+        assert escape(shown) in page, shown
     assert "http://" not in page and "https://" not in page  # nothing to fetch
 
 
