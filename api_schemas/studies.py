@@ -57,7 +57,11 @@ class SamplerSpec(_Model):
 
 
 class PrunerSpec(_Model):
-    """Which Optuna pruner stops hopeless trials. A trial is never pruned inside its warmup."""
+    """Which Optuna pruner stops hopeless trials (free search only: a grid refuses one).
+
+    A trial is never pruned inside its warmup: its linear, untuned or in-optimizer warmup, and
+    RAdam's implicit one (``service.pruning``).
+    """
 
     type: Literal["none", "median", "percentile"] = "none"
     n_startup_trials: StrictInt = Field(
@@ -121,13 +125,16 @@ class AnalysisSpec(_Model):
         gt=0,
         le=1e6,
         description=(
-            "δ, in held-out loss: a warmup regret below δ counts as no need to tune warmup. "
-            "When omitted the analysis computes max(0.02, 0.2·Δ_Adam) from the subject "
-            "workload's results (and says so)."
+            "δ, in held-out loss: a warmup regret (or RAdam's gap to tuned Adam) below δ "
+            "counts as none. The verdict needs it fixed here, before the run; without it the "
+            "analysis gives every estimate but no verdict."
         ),
     )
     bootstrap: StrictInt = Field(
-        default=1000, ge=100, le=20_000, description="paired seed bootstrap resamples"
+        default=1000,
+        ge=100,
+        le=20_000,
+        description="paired seed bootstrap resamples behind the stable lr range (lr50, G)",
     )
 
 
@@ -165,6 +172,7 @@ class StudySpec(_Model):
     def _check(self) -> Self:
         problems = check_search_space(self.search_space)
         problems.extend(self._check_labels())
+        problems.extend(self._check_pruner())
         if not problems:
             problems.extend(self._check_trial_count())
         if problems:
@@ -174,6 +182,19 @@ class StudySpec(_Model):
                 {"problems": [{"field": p.field, "message": str(p)} for p in problems]},
             )
         return self
+
+    def _check_pruner(self) -> list[Problem]:
+        """A grid is the verdict's design: every cell must run to the end."""
+        if self.sampler.type == "grid" and self.pruner.type != "none":
+            return [
+                Problem(
+                    "pruner.type",
+                    "must be none with sampler grid: the verdict counts a pruned cell as a "
+                    "failure in every seed, and a pruner compares early losses, which untuned "
+                    "warmups and RAdam's own implicit warmup keep high for hundreds of steps",
+                )
+            ]
+        return []
 
     def _check_trial_count(self) -> list[Problem]:
         if self.sampler.type != "grid":
