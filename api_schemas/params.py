@@ -31,6 +31,8 @@ WARMUP_SCHEDULES: tuple[str, ...] = ("none", "linear", "untuned_linear", "untune
 
 LR_DECAYS: tuple[str, ...] = ("constant", "cosine", "linear")
 """What the learning rate does after warmup, until the last step."""
+LR_DECAY_STARTS: tuple[str, ...] = ("after_warmup", "start")
+"""Where a decay starts: when the warmup ends, or at step 1 so that it spans the whole run."""
 
 Kind = Literal["float", "int", "bool", "choice"]
 
@@ -98,6 +100,14 @@ PARAMS: dict[str, ParamDomain] = {
         noun="lr_decay",
         default="constant",
         help="after warmup: hold the lr, or decay it to 0 at the end of training",
+    ),
+    "lr_decay_start": ParamDomain(
+        "choice",
+        choices=LR_DECAY_STARTS,
+        noun="lr_decay_start",
+        default="after_warmup",
+        help="start: the decay spans the whole run whatever the warmup, so that warmup is the "
+        "only difference between a verdict grid's cells",
     ),
     "beta1": ParamDomain("float", ge=0.0, lt=1.0, default=0.9, help="Adam family only"),
     "beta2": ParamDomain("float", ge=0.0, lt=1.0, default=0.999, help="Adam family only"),

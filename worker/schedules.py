@@ -13,7 +13,8 @@ Warmups (``api_schemas.params.WARMUP_SCHEDULES``), with ``W`` their length:
 - ``untuned_exponential`` (Ma & Yarats): ``1 - exp(-(1 - beta2) * s)``, never exactly 1; for
   where the decay starts it counts as W = ``round(2 / (1 - beta2))``, like ``untuned_linear``.
 
-Decays (``api_schemas.params.LR_DECAYS``) run from ``D`` (the warmup's W unless told otherwise)
+Decays (``api_schemas.params.LR_DECAYS``) run from ``D`` (the warmup's W unless told
+otherwise; 0 with ``lr_decay_start: start``, so that every warmup runs under the same decay)
 to ``T = total_steps``, with progress ``x = (s - D - 1) / (T - D)`` clipped to [0, 1]:
 
 - ``constant``: 1;
@@ -137,12 +138,12 @@ SELF_WARMING: frozenset[str] = frozenset({"adam_warmup_reference"})
 def trial_factor(params: Mapping[str, Scalar], total_steps: int) -> Factor:
     """The lr multiplier a trial's parameters ask for, per step ``s`` (1-based).
 
-    Reads ``warmup_schedule``, ``warmup_steps``, ``beta2`` and ``lr_decay`` (PARAMS defaults
-    when absent; ``beta2`` sizes the untuned warmups even for SGD). For an optimizer in
-    SELF_WARMING the warmup is left to the optimizer, whose ramp would otherwise be multiplied
-    by a second one, and ``warmup_schedule`` is ignored; a decay still starts after
-    ``warmup_steps``. The sequential trainer applies it through ``trial_schedule``, the stacked
-    one reads it per model.
+    Reads ``warmup_schedule``, ``warmup_steps``, ``beta2``, ``lr_decay`` and ``lr_decay_start``
+    (PARAMS defaults when absent; ``beta2`` sizes the untuned warmups even for SGD). For an
+    optimizer in SELF_WARMING the warmup is left to the optimizer, whose ramp would otherwise
+    be multiplied by a second one, and ``warmup_schedule`` is ignored; a decay still starts
+    after ``warmup_steps`` (at step 1 with ``lr_decay_start: start``). The sequential trainer
+    applies it through ``trial_schedule``, the stacked one reads it per model.
     """
 
     def get(name: str) -> Scalar:
@@ -153,6 +154,8 @@ def trial_factor(params: Mapping[str, Scalar], total_steps: int) -> Factor:
     decay_start = None
     if params.get("optimizer") in SELF_WARMING:
         schedule, decay_start = "none", warmup_steps
+    if get("lr_decay_start") == "start":
+        decay_start = 0
     return schedule_factor(
         schedule=schedule,
         warmup_steps=warmup_steps,
