@@ -28,6 +28,10 @@ MAX_SEED_ID = 2**31 - 1
 Loss = Annotated[StrictFloat, Field(ge=-MAX_LOSS, le=MAX_LOSS)]
 
 
+NO_NUL = r"^[^\x00]*$"
+"""A string without NUL characters (PostgreSQL's text cannot hold them)."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -35,8 +39,11 @@ class _Model(BaseModel):
 class LeaseRequest(_Model):
     """A worker asking for work."""
 
-    worker_id: str = Field(min_length=1, max_length=200, description="host:pid or similar")
-    device: str = Field(default="cpu", max_length=100, description="e.g. cpu, cuda:0")
+    # No NUL characters: PostgreSQL cannot store them in text, so both backends refuse them.
+    worker_id: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="host:pid or similar"
+    )
+    device: str = Field(default="cpu", max_length=100, pattern=NO_NUL, description="e.g. cpu")
 
 
 class TrialAssignment(_Model):

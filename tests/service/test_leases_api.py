@@ -561,3 +561,15 @@ def test_concurrent_workers_never_share_a_trial(api: Api) -> None:
     assert done["state"] == "finished"
     assert done["counts"]["completed"] == n_trials
     assert {t["worker_id"] for t in api.trials(study["id"])} <= {f"w{i}" for i in range(8)}
+
+
+@pytest.mark.parametrize("field", ["worker_id", "device"])
+def test_a_nul_character_in_a_lease_request_is_422_and_starts_nothing(api: Api, field: str) -> None:
+    # PostgreSQL cannot store NUL in text; SQLite can. Both refuse it the same way, before any
+    # trial is started (a 500 here once left a RUNNING trial without a lease).
+    study = api.create(n_trials=1)
+    body = {"worker_id": "host:1", field: "bad\x00name"}
+    response = api.client.post("/v1/leases", json=body, headers=api.as_worker)
+    assert response.status_code == 422, response.text
+    assert api.study(study["id"])["counts"]["running"] == 0
+    assert lease(api)["trial_number"] == 0  # the study is untouched and leases as before
