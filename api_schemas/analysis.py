@@ -13,11 +13,14 @@ What ``GET /v1/studies/{id}/analysis`` returns. The words used throughout:
   trial that failed for good (error, time limit, or a lost worker after the last retry) count
   as failures with the chance loss. Failed runs that were re-queued are superseded by the
   re-run and not counted. Trials still waiting or running are not counted yet (``pending``).
-- **warmup regret** Δ of an arm: best loss over lr at w=0 minus best loss over (lr, w),
-  cross-fitted (cells chosen on half the seeds, evaluated on the other half, averaged over
-  random splits) so that it is not biased upward by the winner's curse.
-- **intervals**: 95 % paired seed bootstrap (the same resampled seed ids for every cell, arm
-  and workload).
+- **warmup regret** Δ of an arm: best loss over lr at w=0 minus best loss over (lr, w).
+- **Γ** of a RAdam arm: its best loss over lr at w=0 minus the best loss over (lr, w) of the
+  Adam arm with the same other settings: is RAdam without warmup as good as tuned Adam?
+- **intervals** (95 %): every loss estimand is a gap between best cells; its interval comes
+  from Student t intervals of the paired differences of every pair of cells, Bonferroni-
+  corrected, so that it holds whichever cells are best (no winner's curse). The estimate is the
+  plug-in, inside its interval. Failure-rate differences use Newcombe's paired interval; lr50
+  and G a paired seed bootstrap.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 CONFIDENCE = 0.95
-"""The level of every interval. A NEEDS verdict when RAdam's true regret is at most the margin
-happens in at most (1 - CONFIDENCE) / 2 = 2.5 % of studies (one-sided), and likewise REMOVES
-when it is at least the margin."""
+"""The level of every interval; each end errs in at most (1 - CONFIDENCE) / 2 = 2.5 % of studies
+under normal seed noise. Measured on 4,000 simulated studies per truth at 4, 6, 8 and 16 seeds
+(README, "How far to trust the verdict"): a wrong REMOVES, NEEDS or NO_WARMUP_BUT_WORSE with the
+true regret or gap exactly at the margin, near-tied cells included, in at most 0.4 % of studies;
+never REMOVES for a RAdam uniformly worse than tuned Adam. The exception: a best cell that fails
+with probability p shows no failure among R seeds with probability (1 - p)^R, and then looks
+better than it is (p = 0.1: a wrong REMOVES in 5 % of studies at 6 seeds, 15 % at 8)."""
 
 
 class Interval(BaseModel):
