@@ -75,10 +75,29 @@ class GuardedDashboard:
                 error="method_not_allowed",
                 message="the dashboard is read-only here: trials are written by the service",
             )
-            await JSONResponse(body.model_dump(), status_code=405)(scope, receive, send)
+            response = JSONResponse(body.model_dump(), status_code=405, headers=READ_ONLY)
+            await response(scope, receive, send)
             return
         # Mount moved the matched prefix into root_path; the dashboard routes on the full path.
-        await self._app({**scope, "root_path": scope.get("app_root_path", "")}, receive, send)
+        scope = {**scope, "root_path": scope.get("app_root_path", ""), "headers": _encoding(scope)}
+        await self._app(scope, receive, send)
+
+
+READ_ONLY = {"Allow": "GET, HEAD"}
+
+
+def _encoding(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The request's headers, with ``Accept-Encoding: identity`` when it sent none.
+
+    optuna-dashboard (0.21) reads ``request.headers["Accept-Encoding"]`` in its favicon and
+    static-file routes, so a request without the header (curl, a health probe) raised KeyError:
+    a 500. Upstream fix to send: ``request.headers.get("Accept-Encoding", "")`` in
+    ``optuna_dashboard/_app.py`` (``favicon`` and ``send_static``).
+    """
+    headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
+    if not any(name.lower() == b"accept-encoding" for name, _ in headers):
+        headers.append((b"accept-encoding", b"identity"))
+    return headers
 
 
 def mount(app: FastAPI, storage: BaseStorage) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 
 from service.leases import Leases
 from service.studies import Studies
@@ -17,9 +18,22 @@ from service.tokens import Tokens
 MAX_ID = 2**31 - 1
 """The largest id a row can have: Optuna's id columns are INTEGER (32 bits on PostgreSQL)."""
 
-Id = Annotated[int, Path(ge=1, le=MAX_ID, description="an id the service gave out")]
-"""A study, trial or token id in a path. Bounded, so that a number no column can hold is a 422,
-not an overflow in the database driver (a 500)."""
+
+def _canonical(raw: object) -> object:
+    """An id in a path is plain digits: ``%201``, ``+1`` and ``01`` are not ids (int() took all
+    three for 1, and ``DELETE /v1/tokens/%201`` revoked token 1)."""
+    if isinstance(raw, str) and not (raw.isascii() and raw.isdigit() and raw[:1] != "0"):
+        raise ValueError("must be an id as the service wrote it: digits, no sign, no leading 0")
+    return raw
+
+
+Id = Annotated[
+    int,
+    Path(ge=1, le=MAX_ID, description="an id the service gave out"),
+    BeforeValidator(_canonical),
+]
+"""A study, trial or token id in a path: plain digits, as the service wrote it. Bounded, so
+that a number no column can hold is a 422, not an overflow in the database driver (a 500)."""
 
 
 # These only read app.state, and are async for that reason: FastAPI runs a plain ``def``

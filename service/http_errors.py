@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from api_schemas import ErrorBody, FieldError
 from api_schemas.search_space import PARAM_TYPES
@@ -71,8 +72,33 @@ async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
-async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path.
+
+    Starlette's 405 names the methods of the first route whose path matched, and a path such as
+    ``/v1/studies`` has one route per method: its ``Allow`` said ``POST`` and left out ``GET``.
+    So each method is tried against every route (included routers hide their routes' methods).
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = ", ".join(allowed_methods(request))
+        message = f"{request.method} is not allowed here; allowed: {allow}"
+        body = ErrorBody(error="method_not_allowed", message=message)
+        return _answer(405, body, {**(exc.headers or {}), "Allow": allow})
     if exc.status_code == 400:
         # FastAPI's answer to a body it cannot even decode (not UTF-8, say): to a client that
         # is one more invalid request, answered like invalid JSON (422), as the routes document.
