@@ -8,7 +8,8 @@ walks every route and fails on any that answers without a token.
     403  a live token whose scopes do not grant the one the route needs
 
 A browser cannot send the header: ``Require(..., cookie=True)`` (the dashboard's mounts, see
-``service.dashboard``) also takes the token from the HttpOnly ``COOKIE`` its login form sets.
+``service.dashboard``) also accepts the session in the HttpOnly ``COOKIE`` its login form sets
+(a server-side session, ``Tokens.open_session``: the cookie never holds a token).
 
 With ``HPS_AUTH=false`` (allowed on a loopback address only, see ``Settings``) every check passes.
 """
@@ -27,8 +28,8 @@ from service.settings import Settings
 from service.tokens import Tokens
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-COOKIE = "hps_token"
-"""The cookie holding a browser's token, set by the dashboard's login form."""
+COOKIE = "hps_session"
+"""The cookie holding a browser's dashboard session, set by the login form."""
 
 _bearer = HTTPBearer(
     auto_error=False,  # a missing token is answered by Require, with the ErrorBody shape
@@ -64,19 +65,25 @@ class Require:
         if not settings.auth:
             return None
         raw = credentials.credentials if credentials is not None else None
-        if raw is None and self.cookie:
-            raw = request.cookies.get(COOKIE)
+        tokens: Tokens = request.app.state.tokens
+        if raw is None and self.cookie and COOKIE in request.cookies:
+            session = await run_in_threadpool(tokens.session_token, request.cookies[COOKIE])
+            if session is None:
+                raise Unauthenticated("the dashboard session ended: log in again")
+            return self._allow(request, session)
         if raw is None:
             raise Unauthenticated(
                 "this route needs a token: send 'Authorization: Bearer hps_...' "
                 "(the CLI reads --token, HPS_TOKEN or the token file)"
             )
-        tokens: Tokens = request.app.state.tokens
         # A token checked moments ago is answered here, on the event loop; only a lookup in
         # the database goes to a thread.
         token = tokens.cached(raw) or await run_in_threadpool(tokens.authenticate, raw)
         if token is None:
             raise Unauthenticated("the token is not valid: unknown or revoked")
+        return self._allow(request, token)
+
+    def _allow(self, request: Request, token: TokenRead) -> TokenRead:
         needed = self.needed(request.method)
         if not allows(token.scopes, needed):
             has = ", ".join(sorted(granted(token.scopes)))

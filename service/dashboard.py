@@ -7,8 +7,13 @@ mount behind one ``Require(read)`` that also accepts the login cookie.
 
 A browser cannot send a bearer header, so ``/dashboard/login`` is a form that POSTs the token (a
 token in a query string would land in the access log and the browser history) and answers with
-an HttpOnly, SameSite=Strict cookie holding it; every request re-checks it, so revoking the token
-logs the browser out. An unauthenticated page load is redirected to the form; an API call gets 401.
+an HttpOnly, SameSite=Strict cookie holding a server-side session (``Tokens.open_session``), not
+the token: it expires (``SESSION_TTL``), logging out ends it, and revoking its token ends it too.
+The cookie is ``Secure`` when the request came over https, or through a proxy that says so.
+The POST takes a urlencoded form only, and only from the dashboard's own pages: a request whose
+``Origin`` or ``Sec-Fetch-Site`` says another site sent it is refused (403), so no other site
+can log a victim in under the attacker's token (login CSRF). An unauthenticated page load is
+redirected to the form; an API call gets 401.
 
 The dashboard is read-only here: its writes (delete or rename a study, tell a trial, notes) would
 go straight into Optuna's tables behind the service's back, so they are refused with 405.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import html
 from typing import cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from a2wsgi import WSGIMiddleware
 from fastapi import APIRouter, FastAPI, Request
@@ -34,7 +39,7 @@ from api_schemas.tokens import Scope as TokenScope
 from api_schemas.tokens import allows
 from service.auth import COOKIE, SAFE_METHODS, Require, bearer
 from service.errors import Unauthenticated
-from service.tokens import Tokens
+from service.tokens import SESSION_TTL, Tokens
 
 DASHBOARD_PATHS = ("/dashboard", "/api", "/static", "/csv", "/artifacts", "/favicon.ico")
 """optuna-dashboard's top-level paths: its page, its JSON API, its assets and downloads."""
@@ -144,9 +149,51 @@ def login_form() -> HTMLResponse:
     return _form()
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _cross_site(request: Request) -> str | None:
+    """Why the request came from another site's page, or None when it did not.
+
+    Browsers send ``Sec-Fetch-Site`` (and ``Origin`` on every POST): a cross-site form post says
+    so. A client that sends neither (curl) is no browser, so it carries no victim's cookies.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site is {site}"
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        return f"Origin {origin} is not this service"
+    return None
+
+
+def _secure(request: Request) -> bool:
+    """Whether the browser reached us over https: directly, or through a proxy that says so.
+
+    Trusting ``X-Forwarded-Proto`` here is safe in the one direction it is used: a forged
+    header can only make the cookie stricter (Secure), never send it over plain http.
+    """
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def _refuse(request: Request) -> HTMLResponse | None:
+    """The answer to a login or logout POST that is not a same-site urlencoded form."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != FORM_TYPE:
+        return _form(f"The form must be sent as {FORM_TYPE}.", status_code=415)
+    reason = _cross_site(request)
+    if reason is not None:
+        return _form(f"Refused: the form was sent from another site ({reason}).", 403)
+    return None
+
+
 @login.post(LOGIN_PATH)
 async def log_in(request: Request) -> Response:
-    """Check the form's token; on success set the cookie and go to the dashboard."""
+    """Check the form's token; on success open a session, set its cookie, go to the dashboard."""
+    refused = _refuse(request)
+    if refused is not None:
+        return refused
     # A urlencoded form is parsed here: one field does not justify python-multipart.
     body = await request.body()
     fields: dict[str, list[str]] = parse_qs(body[:MAX_FORM_BYTES].decode(errors="replace"))
@@ -157,21 +204,29 @@ async def log_in(request: Request) -> Response:
         return _form("That token is not valid: unknown or revoked.", status_code=401)
     if not allows(token.scopes, TokenScope.READ):
         return _form(f"Token {token.name!r} lacks the read scope.", status_code=403)
+    session = await run_in_threadpool(tokens.open_session, token)
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(
         COOKIE,
-        raw,
+        session,
+        max_age=int(SESSION_TTL.total_seconds()),
         httponly=True,  # out of reach of scripts
         samesite="strict",  # never sent by another site's page or form
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
         path="/",  # the dashboard's /api and /static need it too
     )
     return response
 
 
 @login.post("/dashboard/logout")
-def log_out() -> Response:
-    """Forget the cookie."""
+async def log_out(request: Request) -> Response:
+    """End the session and forget the cookie."""
+    reason = _cross_site(request)
+    if reason is not None:
+        return _form(f"Refused: the form was sent from another site ({reason}).", 403)
+    if COOKIE in request.cookies:
+        tokens: Tokens = request.app.state.tokens
+        await run_in_threadpool(tokens.close_session, request.cookies[COOKIE])
     response = RedirectResponse(LOGIN_PATH, status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -57,3 +57,27 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class SessionRow(Base):
+    """A browser's dashboard login. The cookie holds a random secret and this row its SHA-256,
+    the token it was opened with (revoking that token ends the session) and when it expires."""
+
+    __tablename__ = "hps_sessions"
+
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class SubmitKeyRow(Base):
+    """An ``Idempotency-Key`` a submit came with (stored hashed), the spec it came with and the
+    study it created: a retry with the same key gets that study instead of a second one."""
+
+    __tablename__ = "hps_idempotency_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

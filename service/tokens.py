@@ -17,11 +17,11 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from api_schemas.tokens import TOKEN_PREFIX, Scope, TokenCreate, TokenCreated, TokenRead
 from service.errors import NotFound
-from service.models import TokenRow
+from service.models import SessionRow, TokenRow
 from service.store import Store
 from service.studies import Clock, utc_now
 
@@ -42,6 +42,11 @@ AUTH_CACHE_SIZE = 4096
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """``last_used_at`` is written at most this often per token: workers report every few seconds,
 and a write per request would make every read a write on SQLite's single writer."""
+
+
+SESSION_TTL = timedelta(hours=12)
+"""How long a dashboard login lasts: a working day, then the form again."""
+SESSION_PREFIX = "hps_session_"
 
 
 def new_secret() -> str:
@@ -139,6 +144,42 @@ class Tokens:
             if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_RESOLUTION:
                 row.last_used_at = now
             return _read(row)
+
+    def open_session(self, token: TokenRead) -> str:
+        """A new dashboard session for ``token``, lasting SESSION_TTL; returns its secret.
+
+        The browser's cookie holds this secret, never the token's: a stolen cookie dies with
+        its session (logout, expiry, the token's revocation) and cannot call the API.
+        """
+        secret = SESSION_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        with self._store.session() as session:
+            # Expired sessions are swept here, on the rare write, not on every request.
+            session.execute(delete(SessionRow).where(SessionRow.expires_at <= now))
+            session.add(
+                SessionRow(
+                    secret_hash=hash_secret(secret),
+                    token_id=token.id,
+                    created_at=now,
+                    expires_at=now + SESSION_TTL,
+                )
+            )
+        return secret
+
+    def session_token(self, secret: str) -> TokenRead | None:
+        """The live token whose session this is, or None (unknown, expired, logged out, or
+        its token revoked)."""
+        with self._store.session() as session:
+            row = session.get(SessionRow, hash_secret(secret))
+            if row is None or _aware(row.expires_at) <= self._clock():
+                return None
+            token = session.get(TokenRow, row.token_id)
+            return None if token is None or token.revoked else _read(token)
+
+    def close_session(self, secret: str) -> None:
+        """End a session (logout); an unknown one is ignored."""
+        with self._store.session() as session:
+            session.execute(delete(SessionRow).where(SessionRow.secret_hash == hash_secret(secret)))
 
     def ensure_admin_file(self, path: Path) -> bool:
         """Make sure ``path`` holds a live admin token of this database; True if one was made.

@@ -6,9 +6,13 @@ The browser itself is in tests/e2e/test_dashboard.py; here the HTTP exchanges, i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from service.auth import COOKIE
 from service.dashboard import LOGIN_PATH
+from service.tokens import SESSION_TTL
 from tests.service.conftest import Api
 
 
@@ -17,8 +21,10 @@ def anonymous(api: Api) -> Api:
     return api
 
 
-def log_in(api: Api, token: str) -> object:
-    return api.client.post(LOGIN_PATH, data={"token": token}, follow_redirects=False)
+def log_in(api: Api, token: str, **headers: str) -> Any:
+    return api.client.post(
+        LOGIN_PATH, data={"token": token}, headers=headers, follow_redirects=False
+    )
 
 
 def test_a_page_load_without_a_token_goes_to_the_login_form(api: Api) -> None:
@@ -38,8 +44,10 @@ def test_logging_in_sets_a_strict_httponly_cookie_that_opens_the_dashboard(api: 
     response = log_in(api, reader)
     assert response.status_code == 303 and response.headers["location"] == "/dashboard"
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}={reader};")
+    assert cookie.startswith(f"{COOKIE}=hps_session_")
+    assert reader not in cookie, "the cookie holds a session, never the token"
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert f"Max-Age={int(SESSION_TTL.total_seconds())}" in cookie
     assert "Secure" not in cookie, "plain http: a Secure cookie would never come back"
 
     page = api.client.get("/dashboard/", headers={"accept": "text/html"})
@@ -98,9 +106,67 @@ def test_logging_out_forgets_the_cookie(api: Api) -> None:
     admin = api.client.headers["Authorization"].removeprefix("Bearer ")
     anonymous(api)
     log_in(api, admin)
+    session = api.client.cookies[COOKIE]
     response = api.client.post("/dashboard/logout", follow_redirects=False)
     assert response.status_code == 303
     assert api.client.get("/api/studies").status_code == 401
+    # The session ended on the server: a copy of the cookie opens nothing either.
+    api.client.cookies[COOKIE] = session
+    assert api.client.get("/api/studies").status_code == 401
+
+
+def test_a_session_expires(api: Api) -> None:
+    admin = api.client.headers["Authorization"].removeprefix("Bearer ")
+    anonymous(api)
+    assert log_in(api, admin).status_code == 303
+    api.clock.advance(SESSION_TTL.total_seconds() - 60)
+    assert api.client.get("/api/studies").status_code == 200
+    api.clock.advance(120)
+    assert api.client.get("/api/studies").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site", "origin": "http://testserver"},
+    ],
+    ids=["origin", "sec-fetch-site", "sibling-site"],
+)
+def test_another_sites_form_cannot_log_a_browser_in(api: Api, headers: dict[str, str]) -> None:
+    """Login CSRF: another site auto-posted its own token and replaced the victim's cookie."""
+    admin = api.client.headers["Authorization"].removeprefix("Bearer ")
+    anonymous(api)
+    response = log_in(api, admin, **headers)
+    assert response.status_code == 403 and "another site" in response.text
+    assert "set-cookie" not in response.headers
+
+
+def test_the_dashboards_own_form_logs_in(api: Api) -> None:
+    admin = api.client.headers["Authorization"].removeprefix("Bearer ")
+    anonymous(api)
+    own = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
+    assert log_in(api, admin, **own).status_code == 303
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "multipart/form-data"])
+def test_the_login_takes_a_urlencoded_form_only(api: Api, content_type: str) -> None:
+    admin = api.client.headers["Authorization"].removeprefix("Bearer ")
+    anonymous(api)
+    response = api.client.post(
+        LOGIN_PATH, content=f"token={admin}", headers={"content-type": content_type}
+    )
+    assert response.status_code == 415
+    assert "set-cookie" not in response.headers
+
+
+def test_the_cookie_is_secure_behind_a_proxy_that_says_https(api: Api) -> None:
+    admin = api.client.headers["Authorization"].removeprefix("Bearer ")
+    anonymous(api)
+    response = log_in(api, admin, **{"x-forwarded-proto": "https"})
+    assert response.status_code == 303
+    assert "Secure" in response.headers["set-cookie"]
 
 
 def test_without_auth_the_dashboard_is_open(make_api: Callable[..., Api]) -> None:
