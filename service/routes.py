@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
 
 from api_schemas import (
     ErrorBody,
@@ -32,6 +34,16 @@ _lease_errors: dict[int | str, dict[str, object]] = {
     409: {"model": ErrorBody, "description": "the lease expired or belongs to someone else"},
 }
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="any unique string (a UUID); a retry with the same key creates nothing new",
+    ),
+]
+
 studies = APIRouter(prefix="/v1/studies", tags=["studies"], responses=_errors)
 trials = APIRouter(prefix="/v1", tags=["workers"], responses=_lease_errors)
 tokens = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=_errors)
@@ -39,9 +51,15 @@ health = APIRouter(prefix="/v1", tags=["health"])
 
 
 @studies.post("", status_code=status.HTTP_201_CREATED)
-def create_study(spec: StudySpec, domain: StudiesDep) -> StudyRead:
-    """Submit a study. It is validated whole; an invalid one is rejected and nothing is stored."""
-    return domain.create(spec)
+def create_study(
+    spec: StudySpec, domain: StudiesDep, idempotency_key: IdempotencyKey = None
+) -> StudyRead:
+    """Submit a study. It is validated whole; an invalid one is rejected and nothing is stored.
+
+    With an ``Idempotency-Key``, sending the same request again returns the study the first one
+    created (201 both times); the same key with another spec is a 422.
+    """
+    return domain.create(spec, idempotency_key=idempotency_key)
 
 
 @studies.get("")

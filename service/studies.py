@@ -16,6 +16,7 @@ from optuna.trial import TrialState as OptunaState
 from sqlalchemy import select
 
 from api_schemas import Scalar, StudyRead, StudySpec, StudyState, TrialCounts, TrialRead
+from service import submit_keys
 from service import trials as trial_views
 from service.errors import NotFound
 from service.limits import SpecLimits
@@ -52,12 +53,27 @@ class Studies:
         self._handles: dict[int, StudyHandle] = {}
         self._done: set[int] = set()
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
 
-    def create(self, spec: StudySpec) -> StudyRead:
+    def create(self, spec: StudySpec, *, idempotency_key: str | None = None) -> StudyRead:
         """Store ``spec``, create its Optuna study and, for a grid, enqueue every cell.
 
-        A spec over the service's limits raises LimitExceeded and stores nothing.
+        A spec over the service's limits raises LimitExceeded and stores nothing. With
+        ``idempotency_key``, a key seen before returns the study it created (``submit_keys``).
         """
+        if idempotency_key is None:
+            return self._create(spec, None)
+        # A retry that arrives while its first attempt is still queueing cells waits for it
+        # here, then finds its key. (Two replicas racing on one key: the second insert of the
+        # key fails, and that submit answers 500 with its study left unlisted in hps_studies.)
+        with self._submit_lock:
+            with self._store.session() as session:
+                known = submit_keys.find(session, idempotency_key, spec)
+            if known is not None:
+                return self.read(known)
+            return self._create(spec, idempotency_key)
+
+    def _create(self, spec: StudySpec, idempotency_key: str | None) -> StudyRead:
         if self._limits is not None:
             self._limits.check(spec)
         optuna_name = f"{spec.name}-{secrets.token_hex(4)}"
@@ -74,6 +90,8 @@ class Studies:
         )
         with self._store.session() as session:
             session.add(row)
+            if idempotency_key is not None:
+                submit_keys.remember(session, idempotency_key, spec, row.id, row.created_at)
         # Not ``read``: a new study's counts are known, and loading 100,000 queued trials back
         # through Optuna to count them would cost more than queueing them did.
         return StudyRead(

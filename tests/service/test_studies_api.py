@@ -367,3 +367,27 @@ def test_a_100k_cell_grid_is_queued_in_seconds(api: Api) -> None:
     assert first is not None
     assert first["params"] == {"optimizer": "adam", "lr": 10 ** (-1 / 50), "warmup_steps": 0}
     assert first["trial_number"] == 0
+
+
+def test_a_retried_submit_with_its_idempotency_key_creates_one_study(api: Api) -> None:
+    """Issue 16: a submit that timed out had created its study, and a retry made a second."""
+    key = {"Idempotency-Key": "2b9c6c1e-retry"}
+    first = api.client.post("/v1/studies", json=study_spec(), headers=key)
+    again = api.client.post("/v1/studies", json=study_spec(), headers=key)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert len(api.client.get("/v1/studies").json()) == 1
+    # Without a key, or with another, a submit is a new study.
+    assert api.client.post("/v1/studies", json=study_spec()).json()["id"] != first.json()["id"]
+    other = api.client.post("/v1/studies", json=study_spec(), headers={"Idempotency-Key": "b"})
+    assert other.json()["id"] not in (first.json()["id"],)
+    assert len(api.client.get("/v1/studies").json()) == 3
+
+
+def test_an_idempotency_key_reused_for_another_spec_is_a_422(api: Api) -> None:
+    key = {"Idempotency-Key": "k"}
+    assert api.client.post("/v1/studies", json=study_spec(), headers=key).status_code == 201
+    response = api.client.post("/v1/studies", json=study_spec(name="other"), headers=key)
+    assert response.status_code == 422
+    assert response.json()["error"] == "idempotency_key_reused"
+    assert len(api.client.get("/v1/studies").json()) == 1
