@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -469,6 +470,39 @@ class Store:
         )
         model = self.optuna_storage._get_prepared_new_trial(study_id, template, session)
         return int(model.trial_id)
+
+    def enqueue_many(self, study_id: int, cells: Sequence[Mapping[str, Any]]) -> None:
+        """Queue one trial per cell of a new study, numbered in order, in one transaction.
+
+        The rows Optuna's ``enqueue_trial`` writes (a WAITING trial whose ``fixed_params``
+        system attribute holds the cell), in three statements with the driver's executemany:
+        Optuna's one transaction per trial took 31 s for a 6,000-cell grid. Only for a study
+        that nothing leases from yet (not in ``hps_studies``): the numbers are not locked. A
+        lease claims these trials by one indexed query (``next_trial``) and draws nothing for
+        fixed parameters, so Optuna's trial cache need not know them.
+        """
+        trial = optuna_models.TrialModel
+        attr = optuna_models.TrialSystemAttributeModel
+        with self.transaction() as session:
+            connection = session.connection()
+            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+            waiting = OptunaState.WAITING.name  # Optuna's Enum column stores the name
+            connection.exec_driver_sql(
+                f"INSERT INTO {trial.__tablename__} (study_id, number, state) "
+                f"VALUES ({mark}, {mark}, {mark})",
+                [(study_id, n, waiting) for n in range(len(cells))],
+            )
+            numbered = connection.exec_driver_sql(
+                f"SELECT number, trial_id FROM {trial.__tablename__} WHERE study_id = {mark}",
+                (study_id,),
+            )
+            ids: dict[int, int] = dict(numbered.cursor.fetchall() if numbered.cursor else [])
+            encode = json.JSONEncoder().encode  # one encoder: json.dumps builds one per call
+            connection.exec_driver_sql(
+                f"INSERT INTO {attr.__tablename__} (trial_id, key, value_json) "
+                f"VALUES ({mark}, {mark}, {mark})",
+                [(ids[n], "fixed_params", encode(dict(cell))) for n, cell in enumerate(cells)],
+            )
 
     def _set_user_attrs(self, session: Session, trial_id: int, attrs: Mapping[str, Any]) -> None:
         model = optuna_models.TrialUserAttributeModel

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 from collections.abc import Callable
@@ -10,12 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import optuna
-from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.storages._rdb import models as optuna_models
-from optuna.trial import TrialState as OptunaState
 from sqlalchemy import select
 
-from api_schemas import Scalar, StudyRead, StudySpec, StudyState, TrialCounts, TrialRead
+from api_schemas import StudyRead, StudySpec, StudyState, TrialCounts, TrialRead
 from service import submit_keys
 from service import trials as trial_views
 from service.errors import NotFound
@@ -79,9 +75,9 @@ class Studies:
         optuna_name = f"{spec.name}-{secrets.token_hex(4)}"
         study = self._store.create_optuna_study(optuna_name, spec)
         if spec.sampler.type == "grid":
-            _enqueue(self._store, study, spec.grid())
+            self._store.enqueue_many(self._store.study_id_of(study), spec.grid())
         row = StudyRow(
-            id=study._study_id,
+            id=self._store.study_id_of(study),
             name=spec.name,
             optuna_name=optuna_name,
             spec_json=spec.model_dump_json(by_alias=True),
@@ -189,67 +185,6 @@ class Studies:
             if row.state == StudyState.RUNNING and not self.is_done(study_id):
                 row.state = StudyState.CANCELLED
         return self.read(study_id)
-
-
-def _enqueue(store: Store, study: optuna.Study, cells: list[dict[str, Scalar]]) -> None:
-    """``study.enqueue_trial(cell)`` for every cell of a new study, in three statements.
-
-    Optuna enqueues one trial per transaction (a lock on the study, a count of its trials, an
-    insert of the trial and one of its ``fixed_params``): a 6,000-cell grid took 31 s, and
-    100,000 would take minutes. This writes the same rows Optuna writes (a WAITING trial whose
-    ``fixed_params`` system attribute holds the cell, numbered in order) in bulk, in one
-    transaction: the study is new and not yet in ``hps_studies``, so nothing leases from it
-    meanwhile. Then it tells Optuna's trial cache about them, as its own ``create_new_trial``
-    does; otherwise the first lease would load all of them back to find one (46 s for 100,000).
-
-    This belongs with the storage layer's other touches of Optuna's tables (issue 13).
-    """
-    trial = optuna_models.TrialModel
-    attr = optuna_models.TrialSystemAttributeModel
-    study_id = study._study_id
-    with store.session() as session:
-        connection = session.connection()
-        # The driver's executemany: SQLAlchemy's per-row parameter handling was most of the cost.
-        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        waiting = OptunaState.WAITING.name  # Optuna's Enum column stores the name
-        connection.exec_driver_sql(
-            f"INSERT INTO {trial.__tablename__} (study_id, number, state) "
-            f"VALUES ({mark}, {mark}, {mark})",
-            [(study_id, n, waiting) for n in range(len(cells))],
-        )
-        numbered = connection.exec_driver_sql(
-            f"SELECT number, trial_id FROM {trial.__tablename__} WHERE study_id = {mark}",
-            (study_id,),
-        )
-        ids: dict[int, int] = dict(numbered.cursor.fetchall() if numbered.cursor else [])
-        encode = json.JSONEncoder().encode  # one encoder: json.dumps builds one per call
-        connection.exec_driver_sql(
-            f"INSERT INTO {attr.__tablename__} (trial_id, key, value_json) "
-            f"VALUES ({mark}, {mark}, {mark})",
-            [(ids[n], "fixed_params", encode(cell)) for n, cell in enumerate(cells)],
-        )
-    cache = study._storage
-    if isinstance(cache, _CachedStorage):
-        frozen = [
-            optuna.trial.FrozenTrial(
-                number=n,
-                state=OptunaState.WAITING,
-                value=None,
-                values=None,
-                datetime_start=None,
-                datetime_complete=None,
-                params={},
-                distributions={},
-                user_attrs={},
-                system_attrs={"fixed_params": cell},
-                intermediate_values={},
-                trial_id=ids[n],
-            )
-            for n, cell in enumerate(cells)
-        ]
-        with cache._lock:
-            cache._studies.setdefault(study_id, _StudyInfo())
-            cache._add_trials_to_cache(study_id, frozen)
 
 
 def _handle(row: StudyRow) -> StudyHandle:
