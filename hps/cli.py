@@ -240,11 +240,23 @@ def submit(
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until the study finishes.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Resubmit under this key (from an earlier submit's error): returns the study "
+            "that submit created instead of a second one. Default: a new key.",
+        ),
+    ] = None,
 ) -> None:
-    """Submit a study; prints its id (and, with --wait, its result)."""
+    """Submit a study; prints its id (and, with --wait, its result).
+
+    The wait for the answer grows with the grid it queues; retries carry one idempotency key,
+    so a slow or lost answer never makes a second study.
+    """
     body = _load_spec(spec)
     with _client(url, token) as client:
-        study = client.submit(body)
+        study = client.submit(body, idempotency_key=idempotency_key)
         out.print(study.id)
         if wait:
             _finish(client, study.id)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hps.client import ApiError, Client, HpsClientError
+from hps.client import ApiError, Client, HpsClientError, SubmitUncertain
 from hps.credentials import CredentialsError, resolve_token
 
 console = Console(stderr=True, soft_wrap=True)
@@ -31,6 +31,7 @@ TokenOption = Annotated[
     ),
 ]
 
+RUNNING_HINT = "Is the service running? Start it with `hps serve` or `hps up`."
 AUTH_HINTS = {
     401: "Pass a token with --token or HPS_TOKEN, or run where the service's hps.token is "
     "(HPS_TOKEN_FILE); an admin creates tokens with `hps token create`.",
@@ -56,6 +57,9 @@ def connect(url: str, token: str | None = None) -> Iterator[Client]:
         raise fail(message if hint is None else f"{message}\n{hint}") from None
     except CredentialsError as error:
         raise fail(str(error)) from None
+    except SubmitUncertain as error:
+        # It may have arrived, so the message says so; "is it running?" only if it looks down.
+        down = str(error).startswith("cannot reach")
+        raise fail(f"{error}\n{RUNNING_HINT}" if down else str(error)) from None
     except HpsClientError as error:
-        hint = "Is the service running? Start it with `hps serve` or `hps up`."
-        raise fail(f"{error}\n{hint}") from None
+        raise fail(f"{error}\n{RUNNING_HINT}") from None

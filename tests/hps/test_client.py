@@ -6,7 +6,14 @@ import httpx
 import pytest
 
 from api_schemas import LeaseRequest
-from hps.client import ApiError, Client, ServiceUnavailable
+from hps.client import (
+    SUBMIT_CELLS_PER_S,
+    ApiError,
+    Client,
+    ServiceUnavailable,
+    SubmitUncertain,
+    submit_timeout_s,
+)
 
 STUDY_LIST: list[object] = []
 
@@ -77,3 +84,49 @@ def test_a_non_json_error_is_still_an_api_error() -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(500, text="boom"))
     with _client(transport) as client, pytest.raises(ApiError, match="boom"):
         client.study(3)
+
+
+def test_a_submit_carries_one_idempotency_key_through_its_retries() -> None:
+    """Issue 16: a submit that timed out had created its study, and a retry made a second.
+    Now a timed-out submit is retried under the same key, which the service answers once."""
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with (
+        _client(httpx.MockTransport(handler), retries=2) as client,
+        pytest.raises(SubmitUncertain, match="may have been created") as caught,
+    ):
+        client.submit({"name": "s"})
+    assert len(keys) == 3 and len(set(keys)) == 1
+    assert caught.value.idempotency_key == keys[0]
+    assert f"--idempotency-key {keys[0]}" in str(caught.value)
+
+
+def test_a_submit_sends_the_key_it_is_given() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["idempotency-key"])
+        return httpx.Response(503)
+
+    with _client(httpx.MockTransport(handler), retries=1) as client, pytest.raises(ApiError):
+        client.submit({"name": "s"}, idempotency_key="mine")
+    assert seen == ["mine", "mine"]
+
+
+def test_the_submit_timeout_grows_with_the_grid() -> None:
+    grid = {
+        "name": "g",
+        "workload": {"name": "preln_transformer"},
+        "sampler": {"type": "grid"},
+        "search_space": {
+            "optimizer": {"type": "fixed", "value": "adam"},
+            "lr": {"type": "categorical", "choices": [10.0**-i for i in range(1, 101)]},
+            "warmup_steps": {"type": "int", "low": 0, "high": 999},
+        },
+    }
+    assert submit_timeout_s(grid) == 30 + 100_000 / SUBMIT_CELLS_PER_S
+    assert submit_timeout_s({"name": "not a spec"}) == 30
