@@ -35,6 +35,7 @@ from api_schemas import (
 from hps.client import RETRY_STATUS, ApiError, Client, HpsClientError, ServiceUnavailable
 from worker.device import describe
 from worker.heartbeat import Heartbeats
+from worker.stacked import Stacking
 from worker.training import TrialInterrupted, TrialOutcome, TrialTimeLimit, train_trial
 
 log = logging.getLogger("hps.worker")
@@ -82,6 +83,8 @@ class Worker:
     burst: bool = False
     poll_s: float = 2.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    stacking: Stacking = field(default_factory=Stacking.from_environment)
+    """Whether a trial's seeds may train stacked, and how many per stack on the CPU."""
     trials_done: int = 0
     trials_failed: int = 0
     trials_lost: int = 0
@@ -176,7 +179,11 @@ class Worker:
 
         try:
             outcome = train_trial(
-                assignment, device=self.device, report=report, should_stop=should_stop
+                assignment,
+                device=self.device,
+                report=report,
+                should_stop=should_stop,
+                stacking=self.stacking,
             )
         except LeaseLost as lost:
             self._drop(trial_id, str(lost))

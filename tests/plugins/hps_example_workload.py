@@ -24,12 +24,19 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def parity(config: dict[str, Any]) -> Task:
-    """Is the number of ones in ``bits`` random bits odd? An MLP learns it for small ``bits``."""
+    """Is the number of ones in ``bits`` random bits odd? An MLP learns it for small ``bits``.
+
+    ``norm: "batch"`` puts a BatchNorm (with running statistics) after the hidden layer: a
+    model the worker cannot stack, so it trains its seeds one by one.
+    """
     bits = int(config.get("bits", 6))
     if not 1 <= bits <= 20:
         raise ValueError(f"bits must be between 1 and 20, not {bits}")
     width = int(config.get("width", 64))
     batch_size = int(config["batch_size"])
+    norm = str(config.get("norm", "none"))
+    if norm not in ("none", "batch"):
+        raise ValueError(f"norm must be 'none' or 'batch', not {norm!r}")
 
     def draw(generator: torch.Generator) -> Batch:
         x = torch.randint(2, (batch_size, bits), generator=generator)
@@ -47,7 +54,12 @@ def parity(config: dict[str, Any]) -> Task:
     def model(seed: int) -> nn.Module:
         return build_seeded(
             derive_seed(seed, "init"),
-            lambda: nn.Sequential(nn.Linear(bits, width), nn.ReLU(), nn.Linear(width, 2)),
+            lambda: nn.Sequential(
+                nn.Linear(bits, width),
+                nn.BatchNorm1d(width) if norm == "batch" else nn.Identity(),
+                nn.ReLU(),
+                nn.Linear(width, 2),
+            ),
         )
 
     return Task(

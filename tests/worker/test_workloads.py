@@ -95,6 +95,7 @@ def test_workload_contract(name: str) -> None:
         report=lambda step, value: reports.append((step, value)) is not None,
     )
     assert outcome.state == "completed"
+    assert outcome.path == "stacked"  # every workload here qualifies (README: the contract)
     assert [step for step, _ in reports] == [3, 6]
     assert all(math.isfinite(value) for _, value in reports)
     for seed in outcome.seeds:
