@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api_schemas.tokens import Scope
-from service import analysis_routes, dashboard, http_errors, routes
+from service import analysis_routes, dashboard, http_errors, notes, routes
 from service.auth import Require
 from service.leases import Leases
 from service.limits import BodySizeLimit, SpecLimits
@@ -75,10 +75,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
         if settings.auth:
             tokens.ensure_admin_file(settings.token_file)
         reaper = asyncio.create_task(_reap(leases, settings.reaper_interval_s))
+        # A finished study's answer goes into its dashboard note (service.notes).
+        noter = asyncio.create_task(notes.watch(app.state.notes, settings.reaper_interval_s))
         try:
             yield
         finally:
             reaper.cancel()
+            noter.cancel()
             store.close()
 
     app = FastAPI(
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     app.state.studies = studies
     app.state.leases = leases
     app.state.tokens = tokens
+    app.state.notes = notes.Notes(studies)
     http_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router, check in ROUTERS:

@@ -12,6 +12,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator
 
 from service.leases import Leases
+from service.notes import Notes
 from service.studies import Studies
 from service.tokens import Tokens
 
@@ -53,6 +54,12 @@ async def _tokens(request: Request) -> Tokens:
     return tokens
 
 
+async def _notes(request: Request) -> Notes:
+    notes: Notes = request.app.state.notes
+    return notes
+
+
 StudiesDep = Annotated[Studies, Depends(_studies)]
+NotesDep = Annotated[Notes, Depends(_notes)]
 TokensDep = Annotated[Tokens, Depends(_tokens)]
 LeasesDep = Annotated[Leases, Depends(_leases)]

@@ -19,8 +19,9 @@ from api_schemas import (
     TrialRead,
     TrialResult,
 )
+from api_schemas.analysis import Analysis
 from api_schemas.tokens import TokenCreate, TokenCreated, TokenRead
-from service.deps import Id, LeasesDep, StudiesDep, TokensDep
+from service.deps import Id, LeasesDep, NotesDep, StudiesDep, TokensDep
 
 _errors: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "no token, or an unknown or revoked one"},
@@ -85,6 +86,14 @@ def cancel_study(study_id: Id, domain: StudiesDep) -> StudyRead:
     Cancelling a study that already ended changes nothing and returns it as it is.
     """
     return domain.cancel(study_id)
+
+
+@studies.post("/{study_id}/note")
+def write_note(study_id: Id, domain: NotesDep) -> Analysis:
+    """Write the study's answer (verdict, statement, per-arm table) into its optuna-dashboard
+    note now, from the trials there are; returns the analysis it wrote. A finished study's
+    note is written by the service itself."""
+    return domain.write(study_id)
 
 
 @trials.post(

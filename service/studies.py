@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
+import itertools
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,8 +73,7 @@ class Studies:
     def _create(self, spec: StudySpec, idempotency_key: str | None) -> StudyRead:
         if self._limits is not None:
             self._limits.check(spec)
-        optuna_name = f"{spec.name}-{secrets.token_hex(4)}"
-        study = self._store.create_optuna_study(optuna_name, spec)
+        optuna_name, study = self._new_optuna_study(spec)
         if spec.sampler.type == "grid":
             self._store.enqueue_many(self._store.study_id_of(study), spec.grid())
         row = StudyRow(
@@ -98,6 +98,22 @@ class Studies:
             spec=spec,
             counts=TrialCounts(waiting=(spec.n_trials or 0) if spec.sampler.type == "grid" else 0),
         )
+
+    def _new_optuna_study(self, spec: StudySpec) -> tuple[str, optuna.Study]:
+        """The study in Optuna, under a name a person reads in the dashboard's list (the name
+        and when it was submitted, not a random suffix), its objective named."""
+        base = f"{spec.name} ({self._clock():%Y-%m-%d %H:%M:%S})"
+        for n in itertools.count(1):
+            name = base if n == 1 else f"{base} #{n}"
+            try:
+                study = self._store.create_optuna_study(name, spec)
+            except optuna.exceptions.DuplicatedStudyError:
+                continue
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([f"held-out {spec.objective.metric} (mean over seeds)"])
+            return name, study
+        raise AssertionError("unreachable")
 
     def handle(self, study_id: int) -> StudyHandle:
         with self._lock:

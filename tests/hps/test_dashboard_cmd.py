@@ -57,7 +57,7 @@ def test_the_standalone_dashboard_shows_a_database_read_only(tmp_path: Path) -> 
                 assert time.monotonic() < deadline, "the dashboard did not come up"
                 time.sleep(0.2)
         (summary,) = studies.json()["study_summaries"]
-        assert summary["study_name"].startswith("warmup-check-")
+        assert summary["study_name"].startswith("warmup-check (")
         assert httpx.get(f"{base}/dashboard", follow_redirects=True).status_code == 200
         deleted = httpx.delete(f"{base}/api/studies/{summary['study_id']}")
         assert deleted.status_code == 405

@@ -53,7 +53,7 @@ def test_logging_in_sets_a_strict_httponly_cookie_that_opens_the_dashboard(api: 
     page = api.client.get("/dashboard/", headers={"accept": "text/html"})
     assert page.status_code == 200 and "Optuna Dashboard" in page.text
     (summary,) = api.client.get("/api/studies").json()["study_summaries"]
-    assert summary["study_name"].startswith("warmup-check-")
+    assert summary["study_name"] == "warmup-check (2030-01-01 12:00:00)"
 
 
 def test_the_form_refuses_a_bogus_token_and_one_without_read_scope(api: Api) -> None:
