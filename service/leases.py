@@ -209,8 +209,7 @@ class Leases:
             if expired:
                 self._expire_in(session, lease, frozen)
             else:
-                self._finish(session, handle, study, lease, frozen, result)
-            done = self._store.trial(trial_id, session)
+                done = self._finish(session, handle, study, lease, frozen, result)
         if expired:
             raise LeaseConflict(f"the lease on trial {trial_id} expired")
         return tv.trial_read(handle.id, done)
@@ -223,8 +222,9 @@ class Leases:
         lease: Lease,
         frozen: FrozenTrial,
         result: TrialResult,
-    ) -> None:
-        """Record ``result`` as the end of ``frozen``'s run, in ``session``."""
+    ) -> FrozenTrial:
+        """Record ``result`` as the end of ``frozen``'s run, in ``session``; returns the trial
+        as it now stands."""
         attrs = trial_record.finished(
             result.seeds,
             result.device,
@@ -234,8 +234,7 @@ class Leases:
         )
         if result.state == "failed":
             assert result.failure is not None
-            self._fail(session, lease, frozen, result.failure, attrs)
-            return
+            return self._fail(session, lease, frozen, result.failure, attrs)
         state = OptunaState.COMPLETE if result.state == "completed" else OptunaState.PRUNED
         value = objective(handle.spec, result) if state == OptunaState.COMPLETE else None
         if state == OptunaState.PRUNED and frozen.last_step is not None:
@@ -244,7 +243,7 @@ class Leases:
             value = last if math.isfinite(last) else None
         values = None if value is None else [value]
         study.sampler.after_trial(study, frozen, state, values)
-        self._store.finish_trial(session, lease.trial_id, state, value, attrs)
+        return self._store.finish_trial(session, frozen, state, value, attrs)
 
     def _fail(
         self,
@@ -253,18 +252,19 @@ class Leases:
         frozen: FrozenTrial,
         failure: Failure,
         attrs: dict[str, object] | None = None,
-    ) -> None:
+    ) -> FrozenTrial:
         """Fail ``frozen`` with ``failure`` in ``session``; queue its parameters again if it may
         retry. The caller holds the study's row: a retry changes what counts towards n_trials
         (this run stops counting, the queued one starts)."""
         record = TrialRecord.of(frozen)
         retry = failure.kind in RETRYABLE and record.attempt < self._max_attempts
         attrs = {**(attrs or {}), **trial_record.failed(failure, retried=retry)}
-        self._store.finish_trial(session, lease.trial_id, OptunaState.FAIL, None, attrs)
+        done = self._store.finish_trial(session, frozen, OptunaState.FAIL, None, attrs)
         if retry:
             self._store.enqueue(
                 session, lease.study_id, frozen.params, trial_record.requeued(record, failure)
             )
+        return done
 
     # --- expiry ----------------------------------------------------------------------------------
 

@@ -31,10 +31,26 @@ import optuna
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
 from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import Engine, create_engine, event, exists, func, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -170,6 +186,7 @@ class Store:
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._studies: dict[int, optuna.Study] = {}
+        self._distributions: dict[int, dict[str, BaseDistribution]] = {}
         self._studies_lock = threading.Lock()
         # Lease, complete and expire each read and then write: one at a time in this process,
         # so a study never hands out more than n_trials and a trial never ends twice. Replicas
@@ -312,41 +329,92 @@ class Store:
         """Write ``trial`` (from ``next_trial``, its parameters sampled) as RUNNING with
         ``user_attrs`` added, in ``session``; returns its id.
 
-        A new trial is written by Optuna's own ``create_new_trial(template_trial=...)`` code, a
-        queued one is claimed (WAITING to RUNNING) and given its parameters the same way.
+        A new trial is inserted with the number ``next_trial`` counted (the study's lock holds
+        it), a queued one is claimed (WAITING to RUNNING); then its parameters and attributes,
+        one statement each, in Optuna's encodings (``tests/service/test_storage_contract.py``
+        reads them back through Optuna). Optuna's own writers spend a query per row checking
+        what the study's lock already guarantees.
         """
-        storage = self.optuna_storage
+        model = optuna_models.TrialModel
         trial_id = trial_id_of(trial)
         if trial_id < 0:
-            template = copy.copy(trial)
-            template.user_attrs = {**trial.user_attrs, **user_attrs}
-            created = storage._get_prepared_new_trial(study_id, template, session)
-            if created.number != trial.number:  # the study's lock makes this impossible
-                raise StorageUnavailable(f"trial number {trial.number} was taken meanwhile")
-            return int(created.trial_id)
-        model = optuna_models.TrialModel
-        claimed = session.execute(
-            update(model)
-            .where(model.trial_id == trial_id, model.state == OptunaState.WAITING)
-            .values(state=OptunaState.RUNNING, datetime_start=trial.datetime_start)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            raise StorageUnavailable(f"queued trial {trial_id} was taken meanwhile")
-        stored = self.trial(trial_id, session)
-        for name, value in trial.params.items():
-            if name in stored.params:
-                continue
-            distribution = trial.distributions[name]
-            storage._set_trial_param_without_commit(
-                session, trial_id, name, distribution.to_internal_repr(value), distribution
+            trial_id = session.execute(
+                insert(model.__table__)
+                .values(
+                    number=trial.number,
+                    study_id=study_id,
+                    state=OptunaState.RUNNING,
+                    datetime_start=trial.datetime_start,
+                )
+                .returning(model.__table__.c.trial_id)
+            ).scalar_one()
+        else:
+            claimed = session.execute(
+                update(model)
+                .where(model.trial_id == trial_id, model.state == OptunaState.WAITING)
+                .values(state=OptunaState.RUNNING, datetime_start=trial.datetime_start)
+                .execution_options(synchronize_session=False)
             )
-        self._set_user_attrs(session, trial_id, user_attrs)
-        system = optuna_models.TrialSystemAttributeModel
-        for key, value in trial.system_attrs.items():
-            if stored.system_attrs.get(key) != value:
-                storage._set_trial_attr_without_commit(session, system, trial_id, key, value)
-        return trial_id
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise StorageUnavailable(f"queued trial {trial_id} was taken meanwhile")
+        self._check_distributions(study_id, trial.distributions)
+        if trial.params:
+            session.execute(
+                insert(optuna_models.TrialParamModel.__table__),
+                [
+                    {
+                        "trial_id": trial_id,
+                        "param_name": name,
+                        "param_value": trial.distributions[name].to_internal_repr(value),
+                        "distribution_json": distribution_to_json(trial.distributions[name]),
+                    }
+                    for name, value in trial.params.items()
+                ],
+            )
+        self._upsert_attrs(
+            session,
+            optuna_models.TrialUserAttributeModel,
+            trial_id,
+            {**trial.user_attrs, **user_attrs},
+        )
+        self._upsert_attrs(
+            session, optuna_models.TrialSystemAttributeModel, trial_id, trial.system_attrs
+        )
+        return int(trial_id)
+
+    def _check_distributions(
+        self, study_id: int, distributions: Mapping[str, BaseDistribution]
+    ) -> None:
+        """A parameter keeps its distribution across a study, as Optuna requires (hps's spec
+        fixes it; this holds the seam to it, against the first one this process wrote)."""
+        with self._studies_lock:
+            known = self._distributions.setdefault(study_id, {})
+            for name, distribution in distributions.items():
+                first = known.setdefault(name, distribution)
+                check_distribution_compatibility(first, distribution)
+
+    def _upsert_attrs(
+        self,
+        session: Session,
+        model: type[
+            optuna_models.TrialUserAttributeModel | optuna_models.TrialSystemAttributeModel
+        ],
+        trial_id: int,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        """Set ``attrs`` on the trial in one statement, JSON-encoded as Optuna encodes them."""
+        if not attrs:
+            return
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        rows = [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+        stmt = dialect.insert(model.__table__).values(rows)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["trial_id", "key"], set_={"value_json": stmt.excluded.value_json}
+            )
+        )
 
     def add_lease(self, session: Session, lease: Lease, device: str) -> None:
         session.add(
@@ -422,29 +490,47 @@ class Store:
     def finish_trial(
         self,
         session: Session,
-        trial_id: int,
+        trial: FrozenTrial,
         state: OptunaState,
         value: float | None,
         user_attrs: Mapping[str, Any],
-    ) -> None:
-        """End a running trial in ``session``: its attributes, its value, its state and end
-        time, and the release of its lease, in that one transaction (as ``study.tell`` would
-        in several)."""
+    ) -> FrozenTrial:
+        """End the running ``trial`` (as read in ``session``): its state and end time, its
+        attributes, its value, and the release of its lease, in that one transaction (as
+        ``study.tell`` would in several). Returns the trial as it now stands.
+
+        Raises Optuna's UpdateFinishedTrialError, with nothing written, if it has ended.
+        """
         assert state.is_finished()
-        storage = self.optuna_storage
-        model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-        storage.check_trial_is_updatable(trial_id, cast(OptunaState, model.state))
-        self._set_user_attrs(session, trial_id, user_attrs)
-        if value is not None:
-            storage._set_trial_value_without_commit(session, model, 0, value)
-        model.state = state
-        model.datetime_complete = datetime.now()
-        session.execute(
-            update(LeaseRow)
-            .where(LeaseRow.trial_id == trial_id)
-            .values(released=True)
+        trial_id = trial_id_of(trial)
+        model = optuna_models.TrialModel
+        now = datetime.now()  # Optuna's stamps are local and naive
+        ended = session.execute(
+            update(model)
+            .where(model.trial_id == trial_id, model.state == OptunaState.RUNNING)
+            .values(state=state, datetime_complete=now)
             .execution_options(synchronize_session=False)
         )
+        if ended.rowcount != 1:  # type: ignore[attr-defined]
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"trial {trial_id} has ended already; it cannot be ended again"
+            )
+        self._upsert_attrs(session, optuna_models.TrialUserAttributeModel, trial_id, user_attrs)
+        if value is not None:
+            values = optuna_models.TrialValueModel
+            stored, kind = values.value_to_stored_repr(value)
+            session.execute(
+                insert(values.__table__).values(
+                    trial_id=trial_id, objective=0, value=stored, value_type=kind
+                )
+            )
+        self.release(session, trial_id)
+        done = copy.deepcopy(trial)
+        done.state = state
+        done.value = value
+        done.datetime_complete = now
+        done.user_attrs = {**trial.user_attrs, **user_attrs}
+        return done
 
     def release(self, session: Session, trial_id: int) -> None:
         """Release the lease on a trial that has ended already."""
@@ -503,11 +589,6 @@ class Store:
                 f"VALUES ({mark}, {mark}, {mark})",
                 [(ids[n], "fixed_params", encode(dict(cell))) for n, cell in enumerate(cells)],
             )
-
-    def _set_user_attrs(self, session: Session, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        model = optuna_models.TrialUserAttributeModel
-        for key, value in attrs.items():
-            self.optuna_storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
     # --- Optuna studies ---------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ def test_finishing_writes_state_value_attributes_and_releases_the_lease(
         store.add_lease(session, lease, "cpu")
     study.get_trials()  # Optuna's cache has seen the trial running
     with store.transaction(serial=True, study_id=study_id, lease_id=trial_id) as session:
-        store.finish_trial(session, trial_id, state, value, {"seeds": [1, 2]})
+        store.finish_trial(session, store.trial(trial_id, session), state, value, {"seeds": [1, 2]})
     (done,) = public_trials(store, study)
     assert (done.state, done.value, done.user_attrs["seeds"]) == (state, value, [1, 2])
     assert done.datetime_complete is not None
@@ -159,7 +159,9 @@ def test_finishing_writes_state_value_attributes_and_releases_the_lease(
         pytest.raises(optuna.exceptions.UpdateFinishedTrialError),
         store.transaction(serial=True, study_id=study_id, lease_id=trial_id) as session,
     ):
-        store.finish_trial(session, trial_id, TrialState.COMPLETE, 9.0, {"seeds": []})
+        store.finish_trial(
+            session, store.trial(trial_id, session), TrialState.COMPLETE, 9.0, {"seeds": []}
+        )
     (again,) = public_trials(store, study)
     assert (again.state, again.value) == (state, value)
 
@@ -176,7 +178,7 @@ def test_an_intermediate_value_keeps_its_first_value_and_needs_a_running_trial(
     (trial,) = public_trials(store, study)
     assert trial.intermediate_values == {5: 1.5, 7: float("inf")}
     with store.transaction() as session:
-        store.finish_trial(session, trial_id, TrialState.PRUNED, None, {})
+        store.finish_trial(session, store.trial(trial_id, session), TrialState.PRUNED, None, {})
     with store.transaction() as session:
         assert not store.record_intermediate_value(session, trial_id, 9, 1.0)
     assert public_trials(store, study)[0].intermediate_values == {5: 1.5, 7: float("inf")}
@@ -202,7 +204,9 @@ def test_retried_trials_do_not_count_towards_the_budget(store: Store) -> None:
     study_id, study = new_study(store)
     trial_id = start(store, study_id, study)
     with store.transaction(serial=True, study_id=study_id) as session:
-        store.finish_trial(session, trial_id, TrialState.FAIL, None, {"retried": True})
+        store.finish_trial(
+            session, store.trial(trial_id, session), TrialState.FAIL, None, {"retried": True}
+        )
         store.enqueue(session, study_id, {"optimizer": "adam", "lr": 0.01}, {"attempt": 2})
     counts = store.trial_counts(study_id)
     assert (counts.counted, counts.running, counts.waiting) == (1, 0, 1)
