@@ -5,17 +5,43 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.analysis.stable import isotonic, lr50, stable_ranges
+from service.analysis.stable import lr50, stable_ranges
 from tests.service.analysis import simulate
 
 LOG_LRS = np.log(np.asarray(simulate.LRS))
 
 
-def test_isotonic_pools_adjacent_violators_and_keeps_monotone_rates() -> None:
-    rates = np.array([[0, 0.5, 0.25, 1.0], [0, 0.25, 0.75, 1], [1, 0, 0, 0]])
-    assert isotonic(rates) == pytest.approx(
-        np.array([[0, 0.375, 0.375, 1], [0, 0.25, 0.75, 1], [0.25, 0.25, 0.25, 0.25]])
-    )
+def isotonic(rates: list[float]) -> list[float]:
+    """Pool adjacent violators, written plainly: the reference the fast lr50 is checked on."""
+    blocks: list[list[float]] = []
+    for r in rates:
+        blocks.append([r, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return [b[0] / b[1] for b in blocks for _ in range(int(b[1]))]
+
+
+def slow_lr50(rates: list[float], log_lrs: list[float]) -> float:
+    fit = isotonic(rates)
+    k = next((i for i, f in enumerate(fit) if f >= 0.5 - 1e-12), None)
+    if k is None:
+        return np.inf
+    if k == 0:
+        return -np.inf
+    share = 1.0 if fit[k] == fit[k - 1] else (0.5 - fit[k - 1]) / (fit[k] - fit[k - 1])
+    return log_lrs[k - 1] + share * (log_lrs[k] - log_lrs[k - 1])
+
+
+def test_lr50_is_the_crossing_of_the_isotonic_fit_on_random_rates() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(2, 10))
+        rates = rng.choice([0, 0.125, 0.25, 0.5, 0.6, 0.75, 1.0], size=n)
+        log_lrs = np.cumsum(rng.random(n) + 0.1)
+        got = lr50(rates[None], log_lrs)[0]
+        assert got == pytest.approx(slow_lr50(list(rates), list(log_lrs))), rates
 
 
 def test_lr50_interpolates_in_log_lr_and_is_censored_beyond_the_grid() -> None:
