@@ -148,7 +148,7 @@ class _Seeds(Protocol):
         ...
 
 
-class _SequentialSeeds:
+class SequentialSeeds:
     """Each seed its own model and optimizer, stepped one after another."""
 
     def __init__(self, task: Task, assignment: TrialAssignment, device: torch.device) -> None:
@@ -226,7 +226,7 @@ def train_trial(
     log.info("trial %d: %s: %s", assignment.trial_id, "stacked" if size else "sequential", why)
     seeds: _Seeds
     if size is None:
-        seeds = _SequentialSeeds(task, assignment, device)
+        seeds = SequentialSeeds(task, assignment, device)
     else:
         autocast = config.precision == "bf16" and device.type == "cuda"
         seeds = StackedSeeds(task, assignment, device, size=size, autocast=autocast)
