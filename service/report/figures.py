@@ -56,8 +56,15 @@ def _chance(ax: Axes, workload: WorkloadAnalysis) -> None:
     )
 
 
+MAX_INNER_LEGEND = 10
+"""Beyond this many entries the legend shrinks to two columns of small type."""
+
+
 def _legend(ax: Axes) -> None:
-    if ax.get_legend_handles_labels()[0]:  # a study with no results yet has no lines
+    handles = ax.get_legend_handles_labels()[0]
+    if len(handles) > MAX_INNER_LEGEND:  # many arms: at full size it squeezes the plot away
+        ax.legend(fontsize=4, ncol=2)
+    elif handles:  # a study with no results yet has no lines
         ax.legend(fontsize=7)
 
 
@@ -252,6 +259,9 @@ def stable_ranges(analysis: Analysis) -> Figure:
     the right widens the range of lrs that train (Xiong et al.'s measure)."""
     workloads = analysis.workloads
     figure, axes = _panels(1, len(workloads), "Stable lr range: lr50 per warmup")
+    rows = max((sum(len(a.stable_range) for a in w.arms) for w in workloads), default=0)
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width, max(height, 1.2 + 0.16 * rows))  # a readable line per range
     for ax, workload in zip(axes[0], workloads, strict=True):
         lrs = [lr for arm in workload.arms for lr in arm.cells.lrs] or [1.0]
         low_end, high_end = min(lrs), max(lrs)
