@@ -178,11 +178,7 @@ def fill(database_url: str, spec: StudySpec, size: int) -> int:
                     trial_id=trial_id,
                     study_id=study._study_id,
                     token_hash=f"{trial_id:064x}",
-                    worker_id="bench-host:1",
-                    device="cpu",
-                    attempt=1,
                     expires_at=ended,
-                    last_step=trial.last_step,
                     released=True,
                 )
                 for trial_id, trial in zip(trial_ids, finished, strict=True)

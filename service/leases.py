@@ -115,12 +115,9 @@ class Leases:
                 trial_id=trial_id,
                 study_id=handle.id,
                 token_hash=_hash(token),
-                worker_id=request.worker_id,
-                attempt=attempt,
                 expires_at=self._clock() + self._lease_for,
-                released=False,
             )
-            self._store.add_lease(session, lease, request.device)
+            self._store.add_lease(session, lease)
         spec = handle.spec
         return TrialAssignment(
             trial_id=trial_id,
@@ -288,7 +285,8 @@ class Leases:
     def _expire_in(self, session: Session, lease: Lease, trial: FrozenTrial) -> None:
         """Fail the trial of an expired ``lease`` and release it, in ``session``."""
         if trial.state == OptunaState.RUNNING:
-            message = f"lease expired: no word from worker {lease.worker_id!r} in time"
+            worker_id = TrialRecord.of(trial).worker_id
+            message = f"lease expired: no word from worker {worker_id!r} in time"
             failure = Failure(kind=FailureKind.LEASE_EXPIRED, message=message)
             self._fail(session, lease, trial, failure)
         else:

@@ -30,19 +30,18 @@ class StudyRow(Base):
 
 
 class LeaseRow(Base):
-    """Which worker holds a trial, until when, under which token (stored hashed)."""
+    """Which lease covers a running trial: until when, under which token (stored hashed). Who
+    runs it (worker, device, attempt) is in the trial record (``service.trial_record``)."""
 
     __tablename__ = "hps_leases"
 
     trial_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     study_id: Mapped[int] = mapped_column(Integer, index=True)
     token_hash: Mapped[str] = mapped_column(String(64))
-    worker_id: Mapped[str] = mapped_column(String(200))
-    device: Mapped[str] = mapped_column(String(100))
-    attempt: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     released: Mapped[bool] = mapped_column(default=False, index=True)
+    """Set in the transaction that ends the trial: an index for the reaper, never a second
+    opinion on whether the trial is over (Optuna's state)."""
 
 
 class TokenRow(Base):

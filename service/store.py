@@ -130,15 +130,13 @@ class TrialCounts:
 
 @dataclass(frozen=True)
 class Lease:
-    """A lease as stored: which study, under which token hash, until when, which attempt."""
+    """A lease as stored: which trial of which study, under which token hash, until when."""
 
     trial_id: int
     study_id: int
     token_hash: str
-    worker_id: str
-    attempt: int
     expires_at: datetime
-    released: bool
+    released: bool = False
 
 
 def trial_id_of(trial: FrozenTrial) -> int:
@@ -155,8 +153,6 @@ def _lease(row: LeaseRow) -> Lease:
         trial_id=row.trial_id,
         study_id=row.study_id,
         token_hash=row.token_hash,
-        worker_id=row.worker_id,
-        attempt=row.attempt,
         expires_at=_aware(row.expires_at),
         released=row.released,
     )
@@ -416,15 +412,12 @@ class Store:
             )
         )
 
-    def add_lease(self, session: Session, lease: Lease, device: str) -> None:
+    def add_lease(self, session: Session, lease: Lease) -> None:
         session.add(
             LeaseRow(
                 trial_id=lease.trial_id,
                 study_id=lease.study_id,
                 token_hash=lease.token_hash,
-                worker_id=lease.worker_id,
-                device=device,
-                attempt=lease.attempt,
                 expires_at=lease.expires_at,
                 released=False,
             )

@@ -17,7 +17,7 @@ from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.backends
 
-HEAD = "0002"
+HEAD = "0003"
 INITIAL_TABLES = ("hps_studies", "hps_leases", "hps_tokens")
 """What revision 0001 made: the tables the service created before it had migrations."""
 

@@ -140,9 +140,9 @@ def test_finishing_writes_state_value_attributes_and_releases_the_lease(
 ) -> None:
     study_id, study = new_study(store)
     trial_id = start(store, study_id, study)
-    lease = Lease(trial_id, study_id, "h", "w:1", 1, NOW + timedelta(seconds=60), False)
+    lease = Lease(trial_id, study_id, "h", NOW + timedelta(seconds=60))
     with store.transaction() as session:
-        store.add_lease(session, lease, "cpu")
+        store.add_lease(session, lease)
     study.get_trials()  # Optuna's cache has seen the trial running
     with store.transaction(serial=True, study_id=study_id, lease_id=trial_id) as session:
         store.finish_trial(session, store.trial(trial_id, session), state, value, {"seeds": [1, 2]})
@@ -189,7 +189,7 @@ def test_a_lease_renews_only_while_live_and_under_its_token(store: Store) -> Non
     trial_id = start(store, study_id, study)
     expiry = NOW + timedelta(seconds=10)
     with store.transaction() as session:
-        store.add_lease(session, Lease(trial_id, study_id, "h", "w:1", 1, expiry, False), "cpu")
+        store.add_lease(session, Lease(trial_id, study_id, "h", expiry))
     later = expiry + timedelta(seconds=10)
     with store.transaction() as session:
         assert store.renew(session, trial_id, "other", NOW, later) is None
@@ -218,9 +218,9 @@ def test_a_value_the_database_refuses_is_refused_value(store: Store, database_ur
         pytest.skip("SQLite stores NUL characters")
     study_id, study = new_study(store)
     trial_id = start(store, study_id, study)
-    lease = Lease(trial_id, study_id, "h", "bad\x00worker", 1, NOW, False)
+    lease = Lease(trial_id, study_id, "bad\x00hash", NOW)
     with pytest.raises(RefusedValue), store.transaction() as session:
-        store.add_lease(session, lease, "cpu")
+        store.add_lease(session, lease)
     assert store.lease(trial_id) is None
 
 
