@@ -11,6 +11,7 @@ count is torch's CPU threads and the memory is the peak CUDA memory of each side
     python bench/stacked.py                                # CPU: 1:6 and 2:24, the targets
     python bench/stacked.py --device cuda --cases 1:1 1:8 1:64 1:256 --precision fp32 bf16
     python bench/stacked.py --size small --cases 1:1 1:4 --seconds 0.2 --rounds 1  # smoke
+    python bench/stacked.py --cases 1:6 --profile 3        # where each side's time goes
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ def _build(
     return seeds
 
 
+def profile_case(threads: int, models: int, *, device: torch.device, size: str, steps: int) -> None:
+    """Print each side's CPU time over ``steps`` steps and the operators that take most of it."""
+    from torch.profiler import profile
+
+    torch.set_num_threads(threads)
+    assignment = _assignment(SIZES[size], models)
+    for kind in ("sequential", "stacked"):
+        seeds = _build(kind, assignment, device, autocast=False)
+        seeds.train_step()
+        with profile() as prof:
+            for _ in range(steps):
+                seeds.train_step()
+            _sync(device)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events) / 1e3
+        print(f"{kind}: {total / (steps * models):.1f} ms of CPU per model-step; top operators:")
+        for event in events[:8]:
+            share = event.self_cpu_time_total / 1e3 / total
+            print(f"  {event.key:<48} {share:6.1%}  {event.count // steps:5d} calls/step")
+
+
 def run_case(
     threads: int,
     models: int,
@@ -129,10 +151,15 @@ def main() -> None:
     parser.add_argument("--size", default="default", choices=sorted(SIZES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per side and round")
+    parser.add_argument("--profile", type=int, metavar="STEPS", help="profile the first case")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
+    if args.profile:
+        threads, models = (int(part) for part in args.cases[0].split(":"))
+        profile_case(threads, models, device=device, size=args.size, steps=args.profile)
+        return
     print(f"torch {torch.__version__}, {device}, {args.size} sort task, Adam; model-steps/s")
     print("precision threads models  sequential    stacked   ratio   seq MiB  stack MiB")
     for precision in args.precision:
