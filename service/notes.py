@@ -111,17 +111,18 @@ class Notes:
         return analysis
 
     def write_finished(self) -> list[int]:
-        """Write the note of every study that has finished since the last call (or this
-        process started); returns their ids."""
-        written = []
+        """Write the note of every study found done since the last call (or since this process
+        started: a restart writes them again); returns their ids."""
         for study_id in self._studies.running_ids():
-            if self._studies.is_done(study_id):  # from now on, not among running_ids
-                try:
-                    self.write(study_id)
-                except Exception:  # one study's note must not stop the others'
-                    log.exception("writing the dashboard note of study %d failed", study_id)
-                    continue
-                written.append(study_id)
+            self._studies.is_done(study_id)  # a study found done is queued, once
+        written = []
+        for study_id in self._studies.take_newly_done():
+            try:
+                self.write(study_id)
+            except Exception:  # one study's note must not stop the others'
+                log.exception("writing the dashboard note of study %d failed", study_id)
+                continue
+            written.append(study_id)
         return written
 
 

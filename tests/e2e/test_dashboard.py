@@ -6,6 +6,7 @@ form, pastes a read token, and finds the study and its trials. The token must re
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -66,9 +67,9 @@ def test_a_person_logs_in_and_finds_the_study_and_its_trials(
     browser.find_element("id", "token").send_keys(reader)
     browser.find_element("id", "login").click()
 
-    # The study list: Optuna's study is named after the spec, with a suffix.
-    wait_for_text(browser, "dashboard-check-")
-    browser.find_element("partial link text", "dashboard-check-").click()
+    # The study list: Optuna's study is named after the spec and when it was submitted.
+    wait_for_text(browser, "dashboard-check (")
+    browser.find_element("partial link text", "dashboard-check (").click()
     wait_for_text(browser, "History")
     browser.get(browser.current_url.rstrip("/") + "/trials")
     wait_for_text(browser, "3 Trials")
@@ -82,3 +83,51 @@ def test_a_person_logs_in_and_finds_the_study_and_its_trials(
     log = service.log.read_text()
     assert "POST /dashboard/login" in log and "GET /api/studies" in log, "no access log"
     assert reader not in log
+
+
+VERDICT_STUDY: dict[str, Any] = {
+    "name": "verdict-check",
+    "workload": TINY_WORKLOAD,
+    "search_space": {
+        "optimizer": {"type": "categorical", "choices": ["adam", "radam"]},
+        "lr": {"type": "categorical", "choices": [0.003, 0.03]},
+        "warmup_steps": {"type": "categorical", "choices": [0, 10]},
+    },
+    "sampler": {"type": "grid"},
+    "seeds_per_trial": 4,
+    "analysis": {"margin": 0.05, "bootstrap": 100},
+}
+
+
+def log_in(service: Service, browser: Any, token: str) -> None:
+    browser.get(f"{service.url}/dashboard/login")
+    browser.find_element("id", "token").send_keys(token)
+    browser.find_element("id", "login").click()
+
+
+def test_the_studys_dashboard_note_shows_the_verdict(service: Service, browser: Any) -> None:
+    """Issue 16: the verdict, the reason the study exists, was only on hps's own report page.
+    The service writes it into the study's note when the study finishes."""
+    with service.client() as admin:
+        study = admin.submit(VERDICT_STUDY)
+        assert service.start_worker("--burst").wait(timeout=240) == 0
+        assert admin.study(study.id).state == "finished"
+        outcome = admin.analysis(study.id).verdict
+        reader = admin.create_token("verdict-reader", [Scope.READ]).token
+    assert outcome is not None
+
+    log_in(service, browser, reader)
+    wait_for_text(browser, "verdict-check (")
+    browser.find_element("partial link text", "verdict-check (").click()
+    wait_for_text(browser, "held-out loss (mean over seeds)")  # the objective, named
+    # The study's note, one click away in the dashboard's side bar (its "Note" page).
+    note = browser.current_url.rstrip("/") + "/note"
+    for _ in range(RENDER_TIMEOUT_S):  # written within a pass of the watcher (1 s here)
+        browser.get(note)
+        time.sleep(1)
+        if "Verdict:" in browser.find_element("tag name", "body").text:
+            break
+    wait_for_text(browser, f"Verdict: {outcome.outcome.value}")
+    page = browser.find_element("tag name", "body").text
+    for expected in ("warmup regret", "adam", "radam", "paired seeds"):
+        assert expected in page, f"{expected!r} not on the study's note:\n{page}"
