@@ -136,7 +136,7 @@ class Studies:
     def read(self, study_id: int) -> StudyRead:
         handle = self.handle(study_id)
         study = self.optuna_study(handle)
-        trials = self._store.trials(study_id)  # set-based SQL, not Optuna's ORM
+        trials = study.get_trials(deepcopy=False)
         state = self.state(study_id)
         best = _best(study, trials)
         return StudyRead(
@@ -156,13 +156,8 @@ class Studies:
 
     def trials(self, study_id: int) -> list[TrialRead]:
         handle = self.handle(study_id)
-        trials = self._store.trials(handle.id)
+        trials = self.optuna_study(handle).get_trials(deepcopy=False)
         return [trial_views.trial_read(study_id, t) for t in trials]
-
-    def frozen_trials(self, study_id: int) -> list[optuna.trial.FrozenTrial]:
-        """The study's trials as Optuna's ``get_trials`` gives them, read set-based in SQL
-        (``Store.trials``): what the analysis reads."""
-        return self._store.trials(self.handle(study_id).id)
 
     def state(self, study_id: int) -> StudyState:
         """The study's state: CANCELLED is stored (a person's decision); FINISHED is derived
