@@ -14,7 +14,7 @@ def study_analysis(studies: Studies, study_id: int) -> Analysis:
     Raises NotFound for an unknown study.
     """
     handle = studies.handle(study_id)
-    trials = studies.optuna_study(handle).get_trials(deepcopy=False)
+    trials = studies.frozen_trials(handle.id)
     return analyse(handle.id, handle.name, handle.spec, trials)
 
 

@@ -35,6 +35,7 @@ from optuna.distributions import (
     BaseDistribution,
     check_distribution_compatibility,
     distribution_to_json,
+    json_to_distribution,
 )
 from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
@@ -270,6 +271,104 @@ class Store:
             return self.optuna_storage.get_trial(trial_id)
         model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
         return self.optuna_storage._build_frozen_trial_from_trial_model(model)
+
+    def trials(self, study_id: int) -> list[FrozenTrial]:
+        """Every trial of the study, in number order, as Optuna's ``get_trials`` gives them.
+
+        Six set-based queries (trials, then their parameters, values, attributes and
+        intermediate values, each for the whole study) instead of Optuna's ORM, which builds
+        an object per row: for 10,000 trials the ORM took most of the analysis.
+        """
+        t = optuna_models.TrialModel.__table__
+        p = optuna_models.TrialParamModel.__table__
+        v = optuna_models.TrialValueModel.__table__
+        u = optuna_models.TrialUserAttributeModel.__table__
+        a = optuna_models.TrialSystemAttributeModel.__table__
+        m = optuna_models.TrialIntermediateValueModel.__table__
+
+        def of_study(table: Any, *columns: Any) -> Any:
+            return (
+                select(*columns)
+                .join(t, table.c.trial_id == t.c.trial_id)
+                .where(t.c.study_id == study_id)
+            )
+
+        with self.transaction() as session:
+            rows = session.execute(
+                select(
+                    t.c.trial_id,
+                    t.c.number,
+                    t.c.state,
+                    t.c.datetime_start,
+                    t.c.datetime_complete,
+                )
+                .where(t.c.study_id == study_id)
+                .order_by(t.c.number)
+            ).all()
+            params = session.execute(
+                of_study(
+                    p, p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json
+                ).order_by(p.c.param_id)
+            ).all()
+            values = session.execute(
+                of_study(v, v.c.trial_id, v.c.objective, v.c.value, v.c.value_type)
+            ).all()
+            user = session.execute(of_study(u, u.c.trial_id, u.c.key, u.c.value_json)).all()
+            system = session.execute(of_study(a, a.c.trial_id, a.c.key, a.c.value_json)).all()
+            steps = session.execute(
+                of_study(
+                    m, m.c.trial_id, m.c.step, m.c.intermediate_value, m.c.intermediate_value_type
+                )
+            ).all()
+        by_id: dict[int, dict[str, Any]] = {
+            r.trial_id: {
+                "params": {},
+                "distributions": {},
+                "values": {},
+                "user": {},
+                "system": {},
+                "steps": {},
+            }
+            for r in rows
+        }
+        parsed: dict[str, BaseDistribution] = {}
+        for trial_id, name, internal, encoded in params:
+            distribution = parsed.get(encoded)
+            if distribution is None:
+                distribution = parsed[encoded] = json_to_distribution(encoded)
+            by_id[trial_id]["params"][name] = distribution.to_external_repr(internal)
+            by_id[trial_id]["distributions"][name] = distribution
+        decode_value = optuna_models.TrialValueModel.stored_repr_to_value
+        for trial_id, objective, stored, kind in values:
+            by_id[trial_id]["values"][objective] = decode_value(stored, kind)
+        for trial_id, key, encoded in user:
+            by_id[trial_id]["user"][key] = json.loads(encoded)
+        for trial_id, key, encoded in system:
+            by_id[trial_id]["system"][key] = json.loads(encoded)
+        decode_step = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        for trial_id, step, stored, kind in steps:
+            by_id[trial_id]["steps"][step] = decode_step(stored, kind)
+        trials = []
+        for r in rows:
+            parts = by_id[r.trial_id]
+            objectives = parts["values"]
+            trials.append(
+                FrozenTrial(
+                    number=r.number,
+                    state=r.state,
+                    value=None,
+                    values=[objectives[i] for i in sorted(objectives)] if objectives else None,
+                    datetime_start=r.datetime_start,
+                    datetime_complete=r.datetime_complete,
+                    params=parts["params"],
+                    distributions=parts["distributions"],
+                    user_attrs=parts["user"],
+                    system_attrs=parts["system"],
+                    intermediate_values=parts["steps"],
+                    trial_id=r.trial_id,
+                )
+            )
+        return trials
 
     def lease(self, trial_id: int, session: Session | None = None) -> Lease | None:
         """The lease on ``trial_id``, or None if it was never leased."""

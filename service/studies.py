@@ -49,7 +49,6 @@ class Studies:
         self._limits = limits
         self._handles: dict[int, StudyHandle] = {}
         self._done: set[int] = set()
-        self._newly_done: list[int] = []
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
 
@@ -136,7 +135,7 @@ class Studies:
     def read(self, study_id: int) -> StudyRead:
         handle = self.handle(study_id)
         study = self.optuna_study(handle)
-        trials = study.get_trials(deepcopy=False)
+        trials = self._store.trials(study_id)  # set-based SQL, not Optuna's ORM
         state = self.state(study_id)
         best = _best(study, trials)
         return StudyRead(
@@ -156,8 +155,13 @@ class Studies:
 
     def trials(self, study_id: int) -> list[TrialRead]:
         handle = self.handle(study_id)
-        trials = self.optuna_study(handle).get_trials(deepcopy=False)
+        trials = self._store.trials(handle.id)
         return [trial_views.trial_read(study_id, t) for t in trials]
+
+    def frozen_trials(self, study_id: int) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials as Optuna's ``get_trials`` gives them, read set-based in SQL
+        (``Store.trials``): what the analysis reads."""
+        return self._store.trials(self.handle(study_id).id)
 
     def state(self, study_id: int) -> StudyState:
         """The study's state: CANCELLED is stored (a person's decision); FINISHED is derived
@@ -182,17 +186,8 @@ class Studies:
         if not self._store.trial_counts(study_id).is_done(n_trials):
             return False
         with self._lock:
-            if study_id not in self._done:
-                self._done.add(study_id)
-                self._newly_done.append(study_id)
+            self._done.add(study_id)
         return True
-
-    def take_newly_done(self) -> list[int]:
-        """The studies this process has found done since the last call, each once (their
-        dashboard notes are written then: ``service.notes``)."""
-        with self._lock:
-            taken, self._newly_done = self._newly_done, []
-        return taken
 
     def running_ids(self) -> list[int]:
         """Studies not cancelled and not known to be done: those a lease may draw from."""

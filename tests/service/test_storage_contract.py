@@ -263,3 +263,22 @@ def test_no_private_optuna_name_outside_the_seam() -> None:
                 if name in PRIVATE:
                     found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
     assert not found, "\n".join(found)
+
+
+def test_a_studys_trials_read_in_bulk_are_what_optunas_get_trials_gives(store: Store) -> None:
+    study_id, study = new_study(store)
+    ids = [start(store, study_id, study, worker_id=f"w:{i}", attempt=1) for i in range(4)]
+    with store.transaction(serial=True, study_id=study_id) as session:
+        for step, loss in ((5, 1.5), (10, float("inf")), (15, float("nan"))):
+            store.record_intermediate_value(session, ids[1], step, loss)
+        store.finish_trial(session, store.trial(ids[0], session), TrialState.COMPLETE, 0.25, {})
+        store.finish_trial(session, store.trial(ids[1], session), TrialState.PRUNED, 1.5, {})
+        store.finish_trial(
+            session, store.trial(ids[2], session), TrialState.FAIL, None, {"retried": True}
+        )
+        store.enqueue(session, study_id, {"optimizer": "adam", "lr": 0.01}, {"attempt": 2})
+    bulk = store.trials(study_id)
+    expected = public_trials(store, study)
+    assert [t.number for t in bulk] == [0, 1, 2, 3, 4]
+    for ours, theirs in zip(bulk, expected, strict=True):
+        assert repr(ours) == repr(theirs)  # NaN != NaN: compare what they hold, as text
