@@ -49,6 +49,7 @@ class Studies:
         self._limits = limits
         self._handles: dict[int, StudyHandle] = {}
         self._done: set[int] = set()
+        self._newly_done: list[int] = []
         self._lock = threading.Lock()
         self._submit_lock = threading.Lock()
 
@@ -186,8 +187,17 @@ class Studies:
         if not self._store.trial_counts(study_id).is_done(n_trials):
             return False
         with self._lock:
-            self._done.add(study_id)
+            if study_id not in self._done:
+                self._done.add(study_id)
+                self._newly_done.append(study_id)
         return True
+
+    def take_newly_done(self) -> list[int]:
+        """The studies this process has found done since the last call, each once (their
+        dashboard notes are written then: ``service.notes``)."""
+        with self._lock:
+            taken, self._newly_done = self._newly_done, []
+        return taken
 
     def running_ids(self) -> list[int]:
         """Studies not cancelled and not known to be done: those a lease may draw from."""
