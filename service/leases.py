@@ -45,7 +45,7 @@ from service import trial_record
 from service import trials as tv
 from service.errors import LeaseConflict, NotFound
 from service.models import StudyRow
-from service.objective import objective
+from service.objective import check_seeds, objective
 from service.pruning import may_prune
 from service.sampling import sample
 from service.store import Lease, Store
@@ -222,6 +222,7 @@ class Leases:
     ) -> FrozenTrial:
         """Record ``result`` as the end of ``frozen``'s run, in ``session``; returns the trial
         as it now stands."""
+        check_seeds(handle.spec, result)
         attrs = trial_record.finished(
             result.seeds,
             result.device,

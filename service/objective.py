@@ -9,6 +9,19 @@ from api_schemas import StudySpec, TrialResult
 from service.errors import InvalidResult
 
 
+def check_seeds(spec: StudySpec, result: TrialResult) -> None:
+    """Raise InvalidResult unless every seed ``result`` lists is one of the spec's, once.
+
+    For every state: a pruned or failed run may list fewer seeds, never others (issue 16: a
+    pruned completion was stored with any seed ids at all).
+    """
+    listed = [s.seed for s in result.seeds]
+    if not set(listed) <= set(spec.seeds) or len(set(listed)) != len(listed):
+        raise InvalidResult(
+            f"seeds must be among {sorted(spec.seeds)}, each at most once; got {sorted(listed)}"
+        )
+
+
 def objective(spec: StudySpec, result: TrialResult) -> float:
     """The value Optuna optimises for a completed ``result``.
 

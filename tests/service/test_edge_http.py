@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.service.conftest import Api, study_spec
+from tests.service.conftest import Api, seed_results, study_spec
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 10**30])
@@ -123,3 +123,20 @@ def test_an_oversized_grid_is_refused_at_once_and_health_stays_quick(api: Api) -
     # loaded machine (the schema check alone takes under a millisecond).
     assert refused_in < 0.25, refused_in
     assert max(latencies, default=0) < 0.25, latencies
+
+
+@pytest.mark.parametrize("state", ["pruned", "failed"])
+@pytest.mark.parametrize("seeds", [[99], [0, 0]], ids=["foreign", "repeated"])
+def test_every_completion_state_checks_its_seed_ids(api: Api, state: str, seeds: list[int]) -> None:
+    """A pruned completion accepted any seed ids."""
+    study = api.create(n_trials=1, seeds_per_trial=2, seed=0)
+    assignment = api.lease()
+    assert assignment is not None
+    fields: dict[str, Any] = {"state": state, "seeds": seed_results(seeds, 1.0)}
+    if state == "failed":
+        fields["failure"] = {"kind": "error", "message": "boom"}
+    response = api.complete(assignment, **fields)
+    assert response.status_code == 422, response.text
+    assert api.trial(study["id"], assignment["trial_id"])["state"] == "running"
+    fields["seeds"] = seed_results([1], 1.0)  # fewer seeds than assigned is fine here
+    assert api.complete(assignment, **fields).status_code == 200
