@@ -1,7 +1,9 @@
 """Train one trial: the same parameters under R paired seeds, in lockstep.
 
 Each seed gets its own model, optimizer, lr schedule and data stream, built from that seed
-alone, so seed i is the same run in every trial whatever the other seeds are. At every step each
+alone, so seed i is the same run in every trial whatever the other seeds are (bitwise on the CPU
+for the same seed list; to float rounding otherwise, as the other seeds may change whether and
+how it is stacked). At every step each
 seed that is still training takes one optimizer step. Losses stay on the device and are read
 back only at report steps, so a step never waits for the host.
 
