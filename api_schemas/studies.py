@@ -144,6 +144,16 @@ class StudySpec(_Model):
     ``workload`` is the subject (and the positive control: Adam must need warmup there);
     ``controls`` run the same search space on other workloads. With controls, every trial
     carries the parameter ``workload`` (a label) and a grid runs every cell on every workload.
+
+    Rules between fields, which the schema alone cannot state (each answered with a 422 naming
+    its field): ``n_trials`` is required unless ``sampler.type`` is ``grid``; for a grid every
+    parameter is categorical, fixed or a non-log int, and ``n_trials`` is omitted or equals the
+    number of cells (conditions honoured, times the workloads), at most 100,000; search-space
+    names are from the known parameters, ``optimizer`` and ``lr`` are required and carry no
+    condition, a condition names a categorical or fixed parameter and values it can take, and
+    conditions form no cycle; ``low <= high``, ``low > 0`` when ``log``; ``objective.direction``
+    matches ``objective.metric``; workload labels are distinct; ``seed + seeds_per_trial - 1``
+    stays 31-bit (the bound on ``seed`` ensures it).
     """
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
