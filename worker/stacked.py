@@ -287,8 +287,9 @@ def choose_path(
         return None, "one seed: nothing to stack"
     if config.compile:
         return None, "compile is on: each seed's model is compiled on its own"
-    autocast = config.precision == "bf16" and device.type == "cuda"
-    found = probe(task, assignment.seeds, device, autocast=autocast)
+    # Probed in fp32: whether vmap runs the model does not depend on autocast, and bf16 would
+    # round the two sides apart by more than PROBE_RTOL (its memory is below fp32's, too).
+    found = probe(task, assignment.seeds, device, autocast=False)
     if found.reason is not None:
         return None, found.reason
     if found.bytes_per_model is not None:
