@@ -61,3 +61,39 @@ def test_worker_rejects_an_unknown_device() -> None:
     result = runner.invoke(app, ["worker", "--device", "tpu", "--url", UNREACHABLE])
     assert result.exit_code == 2
     assert "--device must be auto, cpu or cuda" in result.output
+
+
+def test_a_submit_without_an_answer_says_the_study_may_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a 6,000-cell grid took 31 s, the CLI gave up at 30 s and said "is the service
+    running?", and a retry would have made a second study."""
+    import httpx
+
+    import hps.cli_common
+    from hps.client import Client
+
+    keys: list[str] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    def client(url: str, *, token: str | None, retries: int) -> Client:
+        transport = httpx.MockTransport(slow)
+        return Client(url, token=token, retries=retries, transport=transport, sleep=lambda _: None)
+
+    monkeypatch.setattr(hps.cli_common, "Client", client)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\n")
+    result = runner.invoke(app, ["submit", str(spec), "--url", UNREACHABLE, "--token", "t"])
+    assert result.exit_code == 2
+    assert "may have been created" in result.output
+    assert f"--idempotency-key {keys[0]}" in result.output
+    assert "Is the service running" not in result.output
+    assert len(set(keys)) == 1 and len(keys) > 1  # retried, under one key
+
+    keys.clear()
+    again = ["submit", str(spec), "--url", UNREACHABLE, "--token", "t", "--idempotency-key", "k1"]
+    assert runner.invoke(app, again).exit_code == 2
+    assert set(keys) == {"k1"}
