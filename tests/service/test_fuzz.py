@@ -263,3 +263,57 @@ def test_an_unknown_study_s_report_is_a_json_404(fuzzed: Fuzzed) -> None:
     assert response.headers["content-type"] == "application/json"
     operation = fuzzed.app.openapi()["paths"]["/v1/studies/{study_id}/report"]["get"]
     assert list(operation["responses"]["404"]["content"]) == ["application/json"]
+
+
+# --- past the lease check: bodies drawn from the schema, under a real lease --------------------
+
+WORKER_OPERATIONS = [
+    ("POST", "/v1/trials/{trial_id}/reports"),
+    ("POST", "/v1/trials/{trial_id}/heartbeat"),
+    ("POST", "/v1/trials/{trial_id}/complete"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WORKER_OPERATIONS)
+def test_no_worker_body_under_a_real_lease_gets_a_server_error(
+    fuzzed: Fuzzed, method: str, path: str
+) -> None:
+    """Issue 16: with random lease tokens every report and completion stopped at 404 or 409,
+    so the values in them (1.7e308, "1.0", foreign seeds) were never reached. Here each case
+    carries the real token of a live lease on a real trial."""
+    spec = study_spec(n_trials=50, seeds_per_trial=2, name="fuzz-leases")
+    assert fuzzed.client.post("/v1/studies", json=spec, headers=fuzzed.as_admin).is_success
+    operation = fuzzed.schema[path][method]
+    held: dict[str, Any] = {}
+
+    def live_lease() -> dict[str, Any]:
+        if not held:
+            answer = fuzzed.client.post(
+                "/v1/leases", json={"worker_id": "fuzz"}, headers=fuzzed.as_admin
+            )
+            assert answer.status_code == 200, answer.text
+            held.update(answer.json())
+        return held
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def fuzz(case: schemathesis.Case) -> None:
+        lease = live_lease()
+        case.path_parameters = {"trial_id": lease["trial_id"]}
+        if isinstance(case.body, dict):
+            case.body["lease_token"] = lease["lease_token"]
+        response = fuzzed.send(case)
+        try:
+            case.validate_response(response, checks=CHECKS)
+        finally:
+            fuzzed.ensure_admin()
+        if path.endswith("complete") and response.status_code == 200:
+            held.clear()  # that trial is finished: the next case leases another
+
+    fuzz()
