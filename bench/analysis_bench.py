@@ -2,7 +2,8 @@
 
 Synthetic finished trials (per-seed results and learning curves, with some diverged, pruned
 and failed) are written into a real Optuna SQLite storage, as the service would hold them; the
-timed part is what ``GET /v1/studies/{id}/analysis`` does: read the trials from the storage and
+timed part is what ``GET /v1/studies/{id}/analysis`` does: read the trials from the storage (by
+the storage seam's set-based SQL, ``Store.trials``; Optuna's ORM read is timed beside it) and
 analyse them. The report's figures are timed too.
 
     python bench/analysis_bench.py [--sizes 100 1000 10000] [--seeds 5]
@@ -27,6 +28,7 @@ from api_schemas.search_space import values_of
 from service import trials as tv
 from service.analysis import analyse
 from service.report import html
+from service.store import Store
 
 OPTIMIZERS = ["adam", "radam", "adamw", "radam_reference"]
 BETA2 = [0.95, 0.98, 0.99, 0.999]
@@ -89,19 +91,29 @@ def synthetic(spec: StudySpec, rng: np.random.Generator) -> list[optuna.trial.Fr
     return out
 
 
-def bench(trials: int, seeds: int, folder: Path) -> tuple[int, float, float, float]:
+def bench(trials: int, seeds: int, folder: Path) -> tuple[int, float, float, float, float]:
     spec = spec_for(trials, seeds)
     storage = optuna.storages.RDBStorage(f"sqlite:///{folder / f'bench-{trials}.db'}")
     study = optuna.create_study(storage=storage, study_name=spec.name)
     study.add_trials(synthetic(spec, np.random.default_rng(0)))
     start = time.perf_counter()
-    frozen = optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False)
-    read = time.perf_counter() - start
+    orm = optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False)
+    read_orm = time.perf_counter() - start
+    # What the service reads with (GET .../analysis): the storage seam's set-based SQL.
+    store = Store(f"sqlite:///{folder / f'bench-{trials}.db'}")
+    try:
+        start = time.perf_counter()
+        frozen = store.trials(Store.study_id_of(study))
+        read = time.perf_counter() - start
+    finally:
+        store.close()
+    assert len(frozen) == len(orm)
+    start -= read
     analysis = analyse(1, spec.name, spec, frozen)
     analysed = time.perf_counter() - start
     html(analysis)
     reported = time.perf_counter() - start
-    return len(frozen), read, analysed, reported
+    return len(frozen), read_orm, read, analysed, reported
 
 
 def main() -> None:
@@ -110,7 +122,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{'trials':>7} {'read s':>8} {'read+analysis s':>16} {'+report s':>10} {'per 1k':>8}")
+    print(
+        f"{'trials':>7} {'ORM read s':>10} {'SQL read s':>10} {'read+analysis s':>16}"
+        f" {'+report s':>10} {'per 1k':>8}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         # Import what the first analysis and report load lazily (Optuna's importance module,
         # matplotlib): a service pays that once, not per study.
@@ -118,10 +133,10 @@ def main() -> None:
         html(analyse(0, "warm-up", warm_up, synthetic(warm_up, np.random.default_rng(1))))
         base = None
         for size in args.sizes:
-            n, read, analysed, reported = bench(size, args.seeds, Path(folder))
+            n, read_orm, read, analysed, reported = bench(size, args.seeds, Path(folder))
             base = base or analysed / n
             print(
-                f"{n:>7} {read:>8.2f} {analysed:>16.2f} {reported:>10.2f} "
+                f"{n:>7} {read_orm:>10.2f} {read:>10.2f} {analysed:>16.2f} {reported:>10.2f} "
                 f"{analysed / n * 1000:>8.2f}  (x{analysed / n / base:.2f} per trial vs smallest)"
             )
 
