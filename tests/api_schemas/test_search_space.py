@@ -667,7 +667,10 @@ def test_an_oversized_grid_is_refused_in_milliseconds(cells_per_axis: int) -> No
     import time
 
     body = huge_grid(cells_per_axis)
-    started = time.perf_counter()
-    with pytest.raises(ValidationError, match="grid cells"):
-        StudySpec.model_validate(body)
-    assert time.perf_counter() - started < 0.05
+    timings = []
+    for _ in range(3):  # the best of three: a loaded machine may stall any one of them
+        started = time.perf_counter()
+        with pytest.raises(ValidationError, match="grid cells"):
+            StudySpec.model_validate(body)
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 0.05, timings
