@@ -155,16 +155,24 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 def _cross_site(request: Request) -> str | None:
     """Why the request came from another site's page, or None when it did not.
 
-    Browsers send ``Sec-Fetch-Site`` (and ``Origin`` on every POST): a cross-site form post says
-    so. A client that sends neither (curl) is no browser, so it carries no victim's cookies.
+    Browsers send ``Sec-Fetch-Site``, which a page cannot forge: ``same-origin`` (or ``none``,
+    typed by the person) settles it, even behind a proxy that rewrites ``Host``. Older browsers
+    send only ``Origin`` on a POST: it must name this host (``Host`` or the proxy's
+    ``X-Forwarded-Host``). A client that sends neither (curl) is no browser, so it carries no
+    victim's cookies.
     """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return f"Sec-Fetch-Site is {site}"
+    if site is not None:
+        return None if site in ("same-origin", "none") else f"Sec-Fetch-Site is {site}"
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-        return f"Origin {origin} is not this service"
-    return None
+    if origin is None:
+        return None
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
+    return (
+        None
+        if urlsplit(origin).netloc in hosts - {None}
+        else f"Origin {origin} is not this service"
+    )
 
 
 def _secure(request: Request) -> bool:
