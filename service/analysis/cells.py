@@ -22,6 +22,7 @@ from optuna.trial import TrialState as OptunaState
 from api_schemas import WARMUP_SCHEDULES, WORKLOAD_PARAM, FloatParam, Scalar, StudySpec, Workload
 from api_schemas.analysis import OutcomeCounts
 from api_schemas.search_space import values_of
+from api_schemas.trials import MAX_LOSS
 from api_schemas.workloads import chance_loss as workload_chance_loss
 from service import trials as tv
 
@@ -116,7 +117,7 @@ def chance_loss(workload: Workload, observed: Floats) -> float:
     if known is not None:
         return known
     finite = observed[np.isfinite(observed)]
-    return float(finite.max()) if finite.size else math.nan
+    return float(min(finite.max(), MAX_LOSS)) if finite.size else math.nan
 
 
 def _lr_key(spec: StudySpec, lrs: Floats) -> Floats:
@@ -219,7 +220,8 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
     failed = np.asarray(rows.failed, dtype=bool).reshape(-1, seeds)
     chance = chance_loss(workload, loss)
     # Failures record the chance loss whatever they reported; no loss is worse than chance.
-    loss = np.where(failed | np.isnan(loss), chance, np.minimum(loss, chance))
+    # A value stored before losses were bounded at the edge cannot overflow the means either.
+    loss = np.where(failed | np.isnan(loss), chance, np.clip(loss, -MAX_LOSS, chance))
 
     arms = sorted(set(rows.arms), key=lambda a: _arm_order(spec, a))
     lr_keys = _lr_key(spec, np.asarray(rows.lrs, dtype=np.float64))

@@ -21,6 +21,7 @@ from api_schemas.analysis import (
     Rate,
     StableRange,
 )
+from api_schemas.trials import MAX_LOSS
 from service.analysis.bounds import Difference
 from service.analysis.cells import Floats, Outcomes
 from service.analysis.estimands import Estimates, PairEstimates
@@ -54,14 +55,20 @@ def _curves(outcomes: Outcomes, arm: int, lr: int) -> list[LearningCurve]:
         if index < 0:
             continue
         trial = outcomes.trials[index]
-        steps = sorted(trial.intermediate_values)
+        # Only finite values within the edge's bounds (older databases may hold others).
+        values = {
+            s: float(v)
+            for s, v in trial.intermediate_values.items()
+            if math.isfinite(v) and abs(v) <= MAX_LOSS
+        }
+        steps = sorted(values)
         curves.append(
             LearningCurve(
                 trial_number=trial.number,
                 lr=float(outcomes.lrs[lr]),
                 warmup=warmup,
                 steps=steps,
-                loss=[float(trial.intermediate_values[s]) for s in steps],
+                loss=[values[s] for s in steps],
             )
         )
     return curves

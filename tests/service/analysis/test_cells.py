@@ -163,3 +163,32 @@ def test_a_continuous_lr_is_binned_on_a_log_scale() -> None:
     assert len(o.lrs) == 3  # the two smallest share a bin
     assert o.runs.sum() == 8 and o.runs.max() == 4
     assert np.all((o.lrs > 1e-4) & (o.lrs < 1.0))
+
+
+def test_values_stored_before_the_edge_bounded_them_cannot_poison_the_analysis() -> None:
+    """An older database may hold a loss of 1.7e308 or -1.7e308: the analysis, the report and
+    its figures still come out, finite."""
+    from service.analysis import analyse
+    from service.report import html
+
+    spec = make_spec(analysis={"margin": 0.1})
+    huge = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        params=ADAM,
+        distributions={k: CategoricalDistribution([v]) for k, v in ADAM.items()},
+        value=1.0,
+        user_attrs={
+            tv.ATTR_SEEDS: [
+                {"seed": 0, "loss": 1.7e308, "diverged": False, "steps": 10},
+                {"seed": 1, "loss": -1.7e308, "diverged": False, "steps": 10},
+            ]
+        },
+        intermediate_values={10: 1.7e308, 20: 1.0},
+    )
+    other = trial({**ADAM, "lr": 1e-3})
+    analysis = analyse(1, "old", spec, [huge, other])
+    arm = analysis.workloads[0].arms[0]
+    assert all(v is None or math.isfinite(v) for row in arm.cells.mean_loss for v in row), arm.cells
+    assert all(c.steps == [20] for c in arm.curves if c.lr == 1e-2)
+    assert "<img" in html(analysis)
+    analysis.model_dump_json()  # every number finite: JSON can carry it
