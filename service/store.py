@@ -294,6 +294,9 @@ class Store:
             )
 
         with self.transaction() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # One snapshot for the six queries (READ COMMITTED takes one per statement).
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             rows = session.execute(
                 select(
                     t.c.trial_id,
@@ -332,7 +335,11 @@ class Store:
             for r in rows
         }
         parsed: dict[str, BaseDistribution] = {}
+        # A trial started after the first query (SQLite reads outside a transaction, statement
+        # by statement) is left for the next read.
         for trial_id, name, internal, encoded in params:
+            if trial_id not in by_id:
+                continue
             distribution = parsed.get(encoded)
             if distribution is None:
                 distribution = parsed[encoded] = json_to_distribution(encoded)
@@ -340,14 +347,18 @@ class Store:
             by_id[trial_id]["distributions"][name] = distribution
         decode_value = optuna_models.TrialValueModel.stored_repr_to_value
         for trial_id, objective, stored, kind in values:
-            by_id[trial_id]["values"][objective] = decode_value(stored, kind)
+            if trial_id in by_id:
+                by_id[trial_id]["values"][objective] = decode_value(stored, kind)
         for trial_id, key, encoded in user:
-            by_id[trial_id]["user"][key] = json.loads(encoded)
+            if trial_id in by_id:
+                by_id[trial_id]["user"][key] = json.loads(encoded)
         for trial_id, key, encoded in system:
-            by_id[trial_id]["system"][key] = json.loads(encoded)
+            if trial_id in by_id:
+                by_id[trial_id]["system"][key] = json.loads(encoded)
         decode_step = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
         for trial_id, step, stored, kind in steps:
-            by_id[trial_id]["steps"][step] = decode_step(stored, kind)
+            if trial_id in by_id:
+                by_id[trial_id]["steps"][step] = decode_step(stored, kind)
         trials = []
         for r in rows:
             parts = by_id[r.trial_id]
