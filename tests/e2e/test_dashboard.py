@@ -35,14 +35,18 @@ STUDY: dict[str, Any] = {
 
 def wait_for_text(browser: Any, text: str) -> None:
     """Wait until the page's rendered text contains ``text`` (the dashboard renders with JS)."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def rendered(driver: Any) -> bool:
         return text in driver.find_element("tag name", "body").text
 
     try:
-        WebDriverWait(browser, RENDER_TIMEOUT_S).until(rendered)
+        # A page still navigating (the login's redirect) replaces its body under the reader.
+        wait = WebDriverWait(
+            browser, RENDER_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        wait.until(rendered)
     except TimeoutException:
         body = browser.find_element("tag name", "body").text
         pytest.fail(f"{text!r} never appeared on {browser.current_url}; the page reads:\n{body}")

@@ -32,6 +32,24 @@ SPEC = {
 }
 
 
+AT_A_TERMINAL = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from hps.cli import app; sys.argv[0] = 'hps'; app()"
+)
+"""``python -m hps`` with SIGINT as a terminal gives it, whatever the test run inherited."""
+
+
+def test_a_child_started_with_sigint_ignored_still_gets_ctrl_c_as_at_a_terminal() -> None:
+    """The trap this test file fell into: it must fail without AT_A_TERMINAL's handler."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    ignoring = "import signal, subprocess, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    for child, expected in ((probe, "False"), (AT_A_TERMINAL.split("from")[0] + probe, "True")):
+        # A parent that ignores SIGINT, as a background job of a non-interactive shell does.
+        parent = ignoring + f"subprocess.run([sys.executable, '-c', {child!r}])"
+        out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out
+
+
 def test_a_terminal_gets_a_progress_bar(service: Service) -> None:
     with service.client() as client:
         study = client.submit(SPEC)
@@ -48,9 +66,14 @@ def test_a_terminal_gets_a_progress_bar(service: Service) -> None:
 def test_ctrl_c_stops_waiting_not_the_study(service: Service, tmp_path: Path) -> None:
     spec_file = tmp_path / "study.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    # No worker: the study cannot finish while we wait on it.
+    # No worker: the study cannot finish while we wait on it. The command runs as it does at a
+    # terminal, where Ctrl-C is a KeyboardInterrupt: a test run started in the background of a
+    # shell without job control (`make test &`, a CI runner) has SIGINT ignored, its children
+    # inherit that, and Python then installs no handler, so the Ctrl-C below would do nothing.
+    # That, not uvloop, is why this test "hung" in clean-clone runs.
+    command = [sys.executable, "-c", AT_A_TERMINAL, "submit", str(spec_file), "--wait"]
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "hps", "submit", str(spec_file), "--url", service.url, "--wait"],
+        [*command, "--url", service.url],
         env={**service.cli_env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
