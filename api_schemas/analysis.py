@@ -118,6 +118,13 @@ class Bounded(BaseModel):
     high: float | None
     censored: Literal["below_grid", "above_grid"] | None = None
 
+    def describe(self, digits: str = ".3g") -> str:
+        """``estimate [low, high]``, "grid end" for a bound beyond the grid."""
+        estimate = str(self.censored) if self.estimate is None else format(self.estimate, digits)
+        low = "grid end" if self.low is None else format(self.low, digits)
+        high = "grid end" if self.high is None else format(self.high, digits)
+        return f"{estimate} [{low}, {high}]"
+
 
 class StableRange(BaseModel):
     """lr50 of one (arm, warmup): the lr at which half the seeds fail (isotonic in log lr)."""

@@ -43,12 +43,7 @@ def _table(workload: WorkloadAnalysis) -> Table:
 
 
 def _bounded(value: Bounded | None) -> str:
-    if value is None:
-        return "-"
-    estimate = f"{value.estimate:.3g}" if value.estimate is not None else str(value.censored)
-    low = "grid" if value.low is None else f"{value.low:.3g}"
-    high = "grid" if value.high is None else f"{value.high:.3g}"
-    return f"{estimate} [{low}, {high}]"
+    return "-" if value is None else value.describe()
 
 
 def _stable(workload: WorkloadAnalysis) -> Table:

@@ -77,14 +77,6 @@ def _ends(b: Bounded) -> tuple[float, float]:
     )
 
 
-def _show(b: Bounded) -> str:
-    if b.estimate is None:
-        return f"beyond the grid ({b.censored})"
-    low = "-inf" if b.low is None else f"{b.low:.2f}"
-    high = "inf" if b.high is None else f"{b.high:.2f}"
-    return f"{b.estimate:.2f} [{low}, {high}]"
-
-
 def _xiong(workloads: list[WorkloadAnalysis]) -> Finding:
     claim = (
         "warmup widens the range of stable lrs of a Post-LN Transformer (G > 0) much more "
@@ -110,8 +102,8 @@ def _xiong(workloads: list[WorkloadAnalysis]) -> Finding:
     else:
         result = "undecided"
     evidence = (
-        f"Adam's G (log2 lr50 gain) on {workloads[0].label}: {_show(g_subject)}; "
-        f"on {contrast.label}: {_show(g_contrast)}"
+        f"Adam's G (log2 lr50 gain) on {workloads[0].label}: {g_subject.describe('.2f')}; "
+        f"on {contrast.label}: {g_contrast.describe('.2f')}"
     )
     return Finding(paper=XIONG, claim=claim, result=result, evidence=evidence)  # type: ignore[arg-type]
 

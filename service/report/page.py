@@ -74,12 +74,7 @@ def _rate(rate: Rate) -> str:
 
 
 def _bounded(value: Bounded | None, digits: str = ".3g") -> str:
-    if value is None:
-        return "-"
-    estimate = format(value.estimate, digits) if value.estimate is not None else str(value.censored)
-    low = "grid end" if value.low is None else format(value.low, digits)
-    high = "grid end" if value.high is None else format(value.high, digits)
-    return f"{estimate} [{low}, {high}]"
+    return "-" if value is None else value.describe(digits)
 
 
 def _cells(values: list[str]) -> str:

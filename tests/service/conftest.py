@@ -212,3 +212,22 @@ def empty_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     api = start_service(tmp_path_factory.mktemp("empty") / "hps.db", FakeClock())
     yield api
     api.client.__exit__(None, None, None)
+
+
+CONDITIONAL_SPACE: dict[str, Any] = {
+    "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "warmup_steps": {"type": "int", "low": 0, "high": 200, "step": 50},
+    "beta2": {
+        "type": "float",
+        "low": 0.9,
+        "high": 0.999,
+        "condition": {"param": "optimizer", "in": ["adam"]},
+    },
+    "momentum": {
+        "type": "categorical",
+        "choices": [0.0, 0.9],
+        "condition": {"param": "optimizer", "in": ["sgd"]},
+    },
+}
+"""Every parameter kind, with parameters that exist only under a condition."""

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from api_schemas import ErrorBody, StudySpec, TrialAssignment, contains, grid_cells
-from tests.service.conftest import Api, Json, seed_results, study_spec
+from tests.service.conftest import CONDITIONAL_SPACE, Api, Json, seed_results, study_spec
 
 pytestmark = pytest.mark.backends  # and on PostgreSQL (tests/postgres.py)
 
@@ -38,22 +38,7 @@ def error_code(response: httpx.Response) -> str:
 
 def test_lease_hands_out_a_point_of_the_space_with_the_paired_seeds(make_api: Callable) -> None:
     api = make_api(lease_seconds=90.0)
-    space = {
-        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-        "warmup_steps": {"type": "int", "low": 0, "high": 200, "step": 50},
-        "beta2": {
-            "type": "float",
-            "low": 0.9,
-            "high": 0.999,
-            "condition": {"param": "optimizer", "in": ["adam"]},
-        },
-        "momentum": {
-            "type": "categorical",
-            "choices": [0.0, 0.9],
-            "condition": {"param": "optimizer", "in": ["sgd"]},
-        },
-    }
+    space = CONDITIONAL_SPACE
     study = api.create(search_space=space, n_trials=4, seed=11, seeds_per_trial=3)
     spec = StudySpec.model_validate(study["spec"])
     seen = []

@@ -28,23 +28,10 @@ from api_schemas.search_space import (
 )
 from service.sampling import sample
 from service.store import Store, build_sampler
-from tests.service.conftest import Api, study_spec
+from tests.service.conftest import CONDITIONAL_SPACE, Api, study_spec
 
 SPACE = {
-    "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "warmup_steps": {"type": "int", "low": 0, "high": 200, "step": 50},
-    "beta2": {
-        "type": "float",
-        "low": 0.9,
-        "high": 0.999,
-        "condition": {"param": "optimizer", "in": ["adam"]},
-    },
-    "momentum": {
-        "type": "categorical",
-        "choices": [0.0, 0.9],
-        "condition": {"param": "optimizer", "in": ["sgd"]},
-    },
+    **CONDITIONAL_SPACE,
     "eps": {"type": "fixed", "value": 1e-8},
 }
 
