@@ -13,7 +13,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from api_schemas.search_space import Scalar
 from api_schemas.workloads import Workload
@@ -186,3 +194,67 @@ class TrialRead(BaseModel):
     last_step: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+MAX_BATCH = 64
+"""The most trials one batch lease or batch completion may carry."""
+
+
+class BatchLeaseRequest(LeaseRequest):
+    """A worker asking for up to ``max_trials`` trials at once, to train them together."""
+
+    max_trials: StrictInt = Field(
+        ge=1,
+        le=MAX_BATCH,
+        description="the most trials to lease; fewer come back when the study has fewer left",
+    )
+
+
+class LeaseBatch(BaseModel):
+    """Trials leased together: one to ``max_trials`` of them, all of one study and workload.
+
+    Each carries its own lease (token, expiry): renew, report and complete each one as if it
+    had been leased alone, or complete them together with a ``BatchCompletion``.
+    """
+
+    trials: list[TrialAssignment]
+
+
+class BatchResultItem(TrialResult):
+    """One trial's outcome in a batch completion: the single completion's body and its id."""
+
+    trial_id: int
+
+
+class BatchCompletion(_Model):
+    """Several trials' outcomes sent together; each is judged as its single completion would be.
+
+    The trial ids must be distinct: one outcome per trial.
+    """
+
+    results: list[BatchResultItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @field_validator("results")
+    @classmethod
+    def _distinct(cls, results: list[BatchResultItem]) -> list[BatchResultItem]:
+        seen: set[int] = set()
+        for item in results:
+            if item.trial_id in seen:
+                raise ValueError(f"trial_id {item.trial_id} is listed more than once")
+            seen.add(item.trial_id)
+        return results
+
+
+class BatchOutcome(BaseModel):
+    """What the single ``POST /v1/trials/{id}/complete`` would have answered for one item."""
+
+    trial_id: int
+    status: int = Field(description="that completion's HTTP status: 200, 404, 409, 422, ...")
+    trial: TrialRead | None = Field(default=None, description="the trial as stored, on 200")
+    detail: str | None = Field(default=None, description="why not, otherwise")
+
+
+class BatchCompleted(BaseModel):
+    """Every item's outcome, in the order of the request."""
+
+    results: list[BatchOutcome]
