@@ -49,6 +49,7 @@ from api_schemas import (
 )
 from api_schemas.analysis import Analysis
 from api_schemas.tokens import Scope, TokenCreate, TokenCreated, TokenRead
+from api_schemas.trials import BatchCompleted, BatchCompletion, BatchLeaseRequest, LeaseBatch
 
 RETRY_STATUS = frozenset({502, 503, 504})
 SUBMIT_CELLS_PER_S = 2000
@@ -197,6 +198,13 @@ class Client:
         data = self._call("POST", "/v1/leases", request.model_dump(mode="json"), idempotent=False)
         return None if data is None else TrialAssignment.model_validate(data)
 
+    def lease_batch(self, request: BatchLeaseRequest) -> LeaseBatch | None:
+        """Up to ``request.max_trials`` trials of one study and workload to train together,
+        or None when the service has no work right now. Retried as ``lease`` is."""
+        body = request.model_dump(mode="json")
+        data = self._call("POST", "/v1/lease-batches", body, idempotent=False)
+        return None if data is None else LeaseBatch.model_validate(data)
+
     def report(self, trial_id: int, report: IntermediateReport) -> bool:
         """Send an intermediate value; True means the service wants the trial pruned."""
         data = self._call("POST", f"/v1/trials/{trial_id}/reports", report.model_dump(mode="json"))
@@ -215,6 +223,13 @@ class Client:
     def complete(self, trial_id: int, result: TrialResult) -> TrialRead:
         data = self._call("POST", f"/v1/trials/{trial_id}/complete", result.model_dump(mode="json"))
         return TrialRead.model_validate(data)
+
+    def complete_batch(self, body: BatchCompletion) -> BatchCompleted:
+        """Send several trials' results at once; each item's outcome is what ``complete``
+        would have answered for it (its status and trial, or why not). Retried as ``complete``
+        is: a resent completion returns the same answer."""
+        data = self._call("POST", "/v1/completions", body.model_dump(mode="json"))
+        return BatchCompleted.model_validate(data)
 
     # -- tokens (admin) ------------------------------------------------------------------------
 
