@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from api_schemas import PostLNTransformer, SortTaskConfig
 from hps.client import Client
+from hps.local import free_port
 from worker.workloads import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,18 +53,10 @@ def bare_loop(config: SortTaskConfig, seed: int = 0) -> float:
     return config.steps / (time.perf_counter() - start)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def through_hps(config: SortTaskConfig, trials: int) -> tuple[list[float], list[float]]:
     """(in-loop steps/s, end-to-end steps/s) of each trial trained by a real worker."""
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,

@@ -8,7 +8,6 @@ but not separate processes. Auth is on, as by default; ``mint`` makes tokens wit
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import uvicorn
 
 from api_schemas.tokens import Scope
 from hps.client import Client
+from hps.local import free_port
 from service.app import create_app
 from service.settings import Settings
 
@@ -64,12 +64,6 @@ class LiveService:
         """A new token with ``scopes``; returns its secret."""
         with self.client() as admin:
             return admin.create_token(name, list(scopes)).token
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from hps.local import free_port
 from service.store import Store
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
@@ -46,12 +46,6 @@ def _major(path: str) -> int:
     return int(version) if version.isdigit() else 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     """One throw-away cluster: ``initdb`` with trust auth on loopback, started with ``pg_ctl``."""
 
@@ -59,7 +53,7 @@ class PostgresServer:
         self._bin = bin_dir
         self._root = Path(tempfile.mkdtemp(prefix="hps-pg-"))
         self._data = self._root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._names = itertools.count()
         self._template: str | None = None
         self._user: list[str] = []
@@ -102,7 +96,7 @@ class PostgresServer:
             except RuntimeError:
                 if attempt == 2:
                     raise
-                options = options.replace(f"-p {self.port} ", f"-p {(port := _free_port())} ")
+                options = options.replace(f"-p {self.port} ", f"-p {(port := free_port())} ")
                 self.port = port
 
     def url(self, database: str = "postgres") -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from api_schemas.tokens import Scope
 from hps.client import Client
+from hps.local import free_port
 
 TINY_WORKLOAD = {
     "name": "postln_transformer",
@@ -36,12 +36,6 @@ TINY_WORKLOAD = {
         "report_every": 10,
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def environment(**variables: str) -> dict[str, str]:

@@ -70,7 +70,7 @@ def test_a_submit_without_an_answer_says_the_study_may_exist(
     running?", and a retry would have made a second study."""
     import httpx
 
-    import hps.cli_common
+    import hps.cli.common
     from hps.client import Client
 
     keys: list[str] = []
@@ -83,7 +83,7 @@ def test_a_submit_without_an_answer_says_the_study_may_exist(
         transport = httpx.MockTransport(slow)
         return Client(url, token=token, retries=retries, transport=transport, sleep=lambda _: None)
 
-    monkeypatch.setattr(hps.cli_common, "Client", client)
+    monkeypatch.setattr(hps.cli.common, "Client", client)
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: s\n")
     result = runner.invoke(app, ["submit", str(spec), "--url", UNREACHABLE, "--token", "t"])

@@ -11,7 +11,8 @@ import httpx
 from typer.testing import CliRunner
 
 from hps.cli import app
-from tests.live_server import free_port, live_service
+from hps.local import free_port
+from tests.live_server import live_service
 from tests.service.conftest import study_spec
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hps.cli import app
-from hps.gpus import GpuSpecError, child_commands, parse_gpus
+from hps.workers_per_host import GpuSpecError, child_commands, parse_gpus
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_on_a_machine_without_gpus_the_worker_says_so() -> None:
 
 SUPERVISE = """
 import signal, sys
-from hps.gpus import supervise
+from hps.workers_per_host import supervise
 child = [sys.executable, "-c",
          "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0));"
          "print('ready', flush=True); time.sleep(60)"]

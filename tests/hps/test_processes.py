@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hps.cli import app
-from hps.gpus import (
+from hps.workers_per_host import (
     cpu_child_commands,
     is_training_worker,
     other_workers,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hps.cli import app
-from hps.report_cmd import _write_figures
+from hps.cli.report import _write_figures
 from tests.service.analysis import simulate
 
 runner = CliRunner()

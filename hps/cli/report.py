@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from api_schemas.analysis import Analysis, Bounded, Interval, WorkloadAnalysis
-from hps.cli_common import DEFAULT_URL, TokenOption, UrlOption, connect, console, fail, out
+from hps.cli.common import DEFAULT_URL, TokenOption, UrlOption, connect, console, fail, out
 
 FORMATS: tuple[Literal["png", "svg"], ...] = ("png", "svg")
 

@@ -17,9 +17,9 @@ from api_schemas import StudySpec, StudyState, TrialRead
 from api_schemas.analysis import Analysis
 from api_schemas.studies import WORKLOAD_PARAM
 from api_schemas.workloads import chance_loss
-from hps.cli_common import DEFAULT_URL, TokenOption, UrlOption, console, out
-from hps.cli_common import connect as _connect
-from hps.cli_common import fail as _fail
+from hps.cli.common import DEFAULT_URL, TokenOption, UrlOption, console, out
+from hps.cli.common import connect as _connect
+from hps.cli.common import fail as _fail
 from hps.client import Client
 from hps.gate import (
     AnalysisCheck,

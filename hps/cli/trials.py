@@ -11,9 +11,9 @@ from pydantic import TypeAdapter
 from rich.table import Table
 
 from api_schemas import TrialRead
-from hps.cli_common import DEFAULT_URL, TokenOption, UrlOption, out
-from hps.cli_common import connect as _connect
-from hps.cli_common import fail as _fail
+from hps.cli.common import DEFAULT_URL, TokenOption, UrlOption, out
+from hps.cli.common import connect as _connect
+from hps.cli.common import fail as _fail
 
 TRIALS = TypeAdapter(list[TrialRead])
 COLUMNS = ("number", "state", "value", "attempt", "diverged_seeds", "failure", "worker_id")

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from api_schemas.tokens import Scope
-from hps.cli_common import DEFAULT_URL, TokenOption, UrlOption, connect, console, out
+from hps.cli.common import DEFAULT_URL, TokenOption, UrlOption, connect, console, out
 
 app = typer.Typer(
     help="Create, list and revoke API tokens. Scopes: read; submit (implies read); worker "

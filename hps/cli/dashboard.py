@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from hps.cli_common import DEFAULT_URL, UrlOption, console, out
-from hps.cli_common import fail as _fail
+from hps.cli.common import DEFAULT_URL, UrlOption, console, out
+from hps.cli.common import fail as _fail
 from hps.client import Client
 
 LOGIN_HINT = (
