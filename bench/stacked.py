@@ -1,6 +1,6 @@
 """Stacked against sequential training: steps/s of a trial's seeds trained both ways.
 
-Both sides are the worker's own trainers (``worker.training.SequentialSeeds`` and
+Both sides are the worker's own trainers (``worker.sequential.SequentialSeeds`` and
 ``worker.stacked.StackedSeeds``) on the same assignment: the default Post-LN sort task (6
 layers, d=64, batch 32) under Adam, M seeds. They run in the same process, alternating round by
 round, so the ratio compares like with like even on a machine other processes load; the
@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 import torch
 
 from api_schemas import PostLNTransformer, SortTaskConfig, TrialAssignment
+from worker.sequential import SequentialSeeds
 from worker.stacked import StackedSeeds
-from worker.training import SequentialSeeds
 from worker.workloads import build_task
 
 SIZES = {
@@ -68,7 +68,7 @@ def _rate(seeds: SequentialSeeds | StackedSeeds, device: torch.device, seconds: 
         seeds.train_step()
         steps += 1
     _sync(device)
-    return steps * len(seeds.steps) / (time.perf_counter() - start)
+    return steps * len(seeds.steps(0)) / (time.perf_counter() - start)
 
 
 def _build(
@@ -81,10 +81,10 @@ def _build(
     seeds: SequentialSeeds | StackedSeeds
     if kind == "stacked":
         seeds = StackedSeeds(
-            task, assignment, device, size=len(assignment.seeds), autocast=autocast
+            task, [assignment], device, size=len(assignment.seeds), autocast=autocast
         )
     else:
-        seeds = SequentialSeeds(task, assignment, device)
+        seeds = SequentialSeeds(task, [assignment], device)
     return seeds
 
 

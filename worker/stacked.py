@@ -37,7 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from api_schemas.search_space import Scalar
-from api_schemas.trials import SeedResult, TrialAssignment
+from api_schemas.trials import MAX_BATCH, SeedResult, TrialAssignment
 from worker.runs import batch_loss, evaluate, to_device, window_diverged
 from worker.stacked_optimizers import StackedOptimizer
 from worker.workloads import Batch, Task
@@ -51,21 +51,28 @@ batched and single matrix products round differently, by ~1e-6 relative)."""
 
 @dataclass(frozen=True)
 class Stacking:
-    """How a worker stacks models: on or off, and how many share a stack on the CPU."""
+    """How a worker stacks models: on or off, how many share a stack on the CPU, and how many
+    trials it leases at once to stack."""
 
     enabled: bool = True
     cpu_max_models: int = 64
     """Models per stack on the CPU; a larger trial runs its stacks in lockstep (on CUDA the
     size comes from the free memory)."""
+    max_trials: int = MAX_BATCH
+    """The most trials one batch lease asks for; the device's stack usually allows fewer."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Stacking:
-        """``HPS_STACK=0`` turns stacking off; ``HPS_STACK_MAX_MODELS`` sets the CPU size."""
+        """``HPS_STACK=0`` turns stacking off; ``HPS_STACK_MAX_MODELS`` sets the CPU size;
+        ``HPS_STACK_MAX_TRIALS`` caps the trials leased together (1 to 64)."""
         enabled = environ.get("HPS_STACK", "1").strip().lower() not in ("0", "false", "off")
         size = int(environ.get("HPS_STACK_MAX_MODELS", cls.cpu_max_models))
         if size < 1:
             raise ValueError(f"HPS_STACK_MAX_MODELS must be >= 1, not {size}")
-        return cls(enabled=enabled, cpu_max_models=size)
+        trials = int(environ.get("HPS_STACK_MAX_TRIALS", cls.max_trials))
+        if not 1 <= trials <= MAX_BATCH:
+            raise ValueError(f"HPS_STACK_MAX_TRIALS must be 1 to {MAX_BATCH}, not {trials}")
+        return cls(enabled=enabled, cpu_max_models=size, max_trials=trials)
 
 
 def _attention_kernel(device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -275,125 +282,184 @@ def probe(task: Task, seeds: Sequence[int], device: torch.device, *, autocast: b
     return Probe(None, None if used is None else used // 2 + 2 * param_bytes)
 
 
+@dataclass(frozen=True)
+class StackPath:
+    """How the models of a batch of trials train: in stacks of ``size``, or one by one."""
+
+    size: int | None
+    """Models per stack, or None for the sequential path."""
+    capacity: int | None
+    """Models one stack of this workload may hold on this device (None when it cannot stack):
+    what the worker's next batch lease is sized from."""
+    why: str
+
+
 def choose_path(
-    task: Task, assignment: TrialAssignment, device: torch.device, stacking: Stacking
-) -> tuple[int | None, str]:
-    """(models per stack, why), or (None, why not) for the sequential path."""
-    config = assignment.workload.config
-    n = len(assignment.seeds)
+    task: Task, trials: Sequence[TrialAssignment], device: torch.device, stacking: Stacking
+) -> StackPath:
+    """Stacked when stacking is on and the workload's model qualifies (``probe``); else not.
+
+    ``trials`` share one workload; their seeds are the models, trial after trial.
+    """
+    config = trials[0].workload.config
+    seeds = [seed for trial in trials for seed in trial.seeds]
+    n = len(seeds)
     if not stacking.enabled:
-        return None, "stacking is off (HPS_STACK=0)"
-    if n < 2:
-        return None, "one seed: nothing to stack"
+        return StackPath(None, None, "stacking is off (HPS_STACK=0)")
     if config.compile:
-        return None, "compile is on: each seed's model is compiled on its own"
+        return StackPath(None, None, "compile is on: each seed's model is compiled on its own")
     # Probed in fp32: whether vmap runs the model does not depend on autocast, and bf16 would
     # round the two sides apart by more than PROBE_RTOL (its memory is below fp32's, too).
-    found = probe(task, assignment.seeds, device, autocast=False)
+    # Probed even for one seed: the answer sizes the next batch lease.
+    found = probe(task, seeds, device, autocast=False)
     if found.reason is not None:
-        return None, found.reason
+        return StackPath(None, None, found.reason)
     if found.bytes_per_model is not None:
         free, _ = torch.cuda.mem_get_info(device)
-        size = max(1, int(CUDA_MEMORY_FRACTION * free) // max(1, found.bytes_per_model))
+        capacity = max(1, int(CUDA_MEMORY_FRACTION * free) // max(1, found.bytes_per_model))
     else:
-        size = stacking.cpu_max_models
-    size = min(size, n)
+        capacity = stacking.cpu_max_models
+    if n < 2:
+        return StackPath(None, capacity, "one seed: nothing to stack")
+    size = min(capacity, n)
     stacks = math.ceil(n / size)
-    return size, f"{n} seeds stacked ({stacks} stack{'s' if stacks > 1 else ''} of <= {size})"
+    what = f"{n} seeds" if len(trials) == 1 else f"{len(trials)} trials' {n} seeds"
+    return StackPath(
+        size, capacity, f"{what} stacked ({stacks} stack{'s' if stacks > 1 else ''} of <= {size})"
+    )
 
 
 class StackedSeeds:
-    """A trial's seeds in stacks of at most ``size`` models, trained in lockstep.
+    """The seeds of one or more trials of one workload, in stacks of at most ``size`` models,
+    trained in lockstep.
 
-    The same contract as the sequential trainer's runs: each seed has its own model, data
-    stream and schedule from its seed alone; a seed that diverges leaves its stack at the report
-    that finds it, with the steps it took; results come from ``worker.runs.evaluate``.
+    Models are laid out trial after trial, seed after seed, and a stack may span trials: each
+    row trains under its own trial's parameters. The same contract as the sequential trainer's
+    runs: each seed has its own model, data stream and schedule from its seed and its trial's
+    parameters alone; a seed that diverges leaves its stack at the report that finds it, with
+    the steps it took; a trial that ``leave``s takes its models out of their stacks, the others
+    train on as they would have; results come from ``worker.runs.evaluate``.
     """
 
     def __init__(
         self,
         task: Task,
-        assignment: TrialAssignment,
+        trials: Sequence[TrialAssignment],
         device: torch.device,
         *,
         size: int,
         autocast: bool,
     ) -> None:
-        seeds = assignment.seeds
         self.task, self.device, self.autocast = task, device, autocast
-        self.seeds = list(seeds)
-        self._models = [task.build_model(seed) for seed in seeds]
-        self._batches: list[Iterator[Batch]] = [task.train_batches(seed) for seed in seeds]
-        self.steps = [0] * len(seeds)
-        self.diverged = [False] * len(seeds)
+        self._trial = [t for t, trial in enumerate(trials) for _ in trial.seeds]
+        """The trial of each model."""
+        self.seeds = [seed for trial in trials for seed in trial.seeds]
+        self._models = [task.build_model(seed) for seed in self.seeds]
+        self._batches: list[Iterator[Batch]] = [task.train_batches(seed) for seed in self.seeds]
+        self._steps = [0] * len(self.seeds)
+        self.diverged = [False] * len(self.seeds)
+        self._training = set(range(len(trials)))
+        self._trained: dict[int, nn.Module] = {}
+        """Models whose trial left, with the weights they had then."""
         self._stacks: list[tuple[ModelStack, list[int], Tensor]] = []
-        for start in range(0, len(seeds), size):
-            members = list(range(start, min(start + size, len(seeds))))
+        for start in range(0, len(self.seeds), size):
+            members = list(range(start, min(start + size, len(self.seeds))))
             stack = ModelStack(
                 [self._models[i] for i in members],
-                [assignment.params] * len(members),
-                assignment.workload.config.steps,
+                [trials[self._trial[i]].params for i in members],
+                trials[0].workload.config.steps,
                 device,
                 autocast=autocast,
             )
             self._stacks.append((stack, members, torch.zeros(len(members), device=device)))
         self._window = 0
 
-    @property
-    def alive(self) -> bool:
-        return any(members for _, members, _ in self._stacks)
+    def _models_of(self, trial: int) -> list[int]:
+        return [i for i, t in enumerate(self._trial) if t == trial]
+
+    def alive(self, trial: int) -> bool:
+        """Whether any seed of ``trial`` still trains."""
+        return trial in self._training and not all(self.diverged[i] for i in self._models_of(trial))
+
+    def steps(self, trial: int) -> list[int]:
+        """Steps each seed of ``trial`` has taken, in its assignment's order."""
+        return [self._steps[i] for i in self._models_of(trial)]
 
     def train_step(self) -> None:
         for stack, members, loss_sum in self._stacks:
             if members:
                 loss_sum += stack.step([next(self._batches[i]) for i in members])
                 for i in members:
-                    self.steps[i] += 1
+                    self._steps[i] += 1
         self._window += 1
 
-    def close_window(self, chance_loss: float) -> float:
-        """As the sequential trainer's: mean over seeds, a diverged seed counting as chance."""
-        live = [(stack, members, s) for stack, members, s in self._stacks if members]
-        sums = torch.cat([s for _, _, s in live]).tolist() if live else []
-        values = {i: chance_loss for i in range(len(self.seeds)) if self.diverged[i]}
-        position = 0
-        for k, (stack, members, loss_sum) in enumerate(self._stacks):
-            if not members:
-                continue
-            keep = []
+    def close_window(self, chance_loss: float) -> dict[int, float]:
+        """As the sequential trainer's: per trial still training, the mean over its seeds, a
+        diverged seed counting as chance. One host read for every stack."""
+        live = [(members, s) for _, members, s in self._stacks if members]
+        sums = torch.cat([s for _, s in live]).tolist() if live else []
+        values = {i: chance_loss for i, gone in enumerate(self.diverged) if gone}
+        position, diverging = 0, set()
+        for members, loss_sum in live:
             for row, i in enumerate(members):
                 mean = sums[position + row] / self._window
                 if window_diverged(mean, chance_loss):
-                    self.diverged[i] = True
+                    diverging.add(i)
                     values[i] = chance_loss
                 else:
-                    keep.append(row)
                     values[i] = mean
             position += len(members)
-            if len(keep) < len(members):
-                if keep:
-                    stack.keep(keep)
-                self._stacks[k] = (stack, [members[r] for r in keep], loss_sum.new_zeros(len(keep)))
-            else:
-                loss_sum.zero_()
+            loss_sum.zero_()
+        for i in diverging:
+            self.diverged[i] = True
+        self._remove(diverging.__contains__)
         self._window = 0
-        return sum(values[i] for i in range(len(self.seeds))) / len(self.seeds)
+        out = {}
+        for trial in sorted(self._training):
+            models = self._models_of(trial)
+            out[trial] = sum(values[i] for i in models) / len(models)
+        return out
 
-    def results(self) -> list[SeedResult]:
-        """Every seed evaluated on its held-out batches, in the assignment's order."""
-        models: dict[int, nn.Module] = {}
+    def leave(self, trial: int) -> None:
+        """``trial``'s models stop training and leave their stacks; their weights are kept for
+        ``results``. The other models' runs, window sums included, go on as they were."""
+        if trial not in self._training:
+            return
+        self._training.discard(trial)
+        self._remove(lambda i: self._trial[i] == trial, keep_weights=True)
+
+    def _remove(self, leaving: Callable[[int], bool], *, keep_weights: bool = False) -> None:
+        for k, (stack, members, loss_sum) in enumerate(self._stacks):
+            keep = [row for row, i in enumerate(members) if not leaving(i)]
+            if len(keep) == len(members):
+                continue
+            if keep_weights:
+                for row, i in enumerate(members):
+                    if leaving(i):
+                        self._trained[i] = stack.export(row, self._models[i])
+            if keep:
+                stack.keep(keep)
+            index = torch.tensor(keep, dtype=torch.long, device=loss_sum.device)
+            self._stacks[k] = (stack, [members[r] for r in keep], loss_sum.index_select(0, index))
+        # A stack whose models all left frees its memory.
+        self._stacks = [entry for entry in self._stacks if entry[1]]
+
+    def results(self, trial: int) -> list[SeedResult]:
+        """Every seed of ``trial`` evaluated on its held-out batches, in its assignment's order."""
+        models = dict(self._trained)
         for stack, members, _ in self._stacks:
             for row, i in enumerate(members):
-                models[i] = stack.export(row, self._models[i]).to(self.device)
+                if self._trial[i] == trial:
+                    models[i] = stack.export(row, self._models[i])
         return [
             evaluate(
-                models.get(i, self._models[i]),
+                models.get(i, self._models[i]).to(self.device),
                 self.task,
                 self.device,
-                seed=seed,
-                steps=self.steps[i],
+                seed=self.seeds[i],
+                steps=self._steps[i],
                 diverged=self.diverged[i],
                 autocast=self.autocast,
             )
-            for i, seed in enumerate(self.seeds)
+            for i in self._models_of(trial)
         ]

@@ -222,3 +222,11 @@ def test_stacking_settings_from_the_environment() -> None:
     assert Stacking.from_environment({"HPS_STACK_MAX_MODELS": "8"}).cpu_max_models == 8
     with pytest.raises(ValueError, match="HPS_STACK_MAX_MODELS"):
         Stacking.from_environment({"HPS_STACK_MAX_MODELS": "0"})
+
+
+def test_trials_per_batch_lease_from_the_environment() -> None:
+    assert Stacking.from_environment({}).max_trials == 64
+    assert Stacking.from_environment({"HPS_STACK_MAX_TRIALS": "3"}).max_trials == 3
+    for bad in ("0", "65"):
+        with pytest.raises(ValueError, match="HPS_STACK_MAX_TRIALS must be 1 to 64"):
+            Stacking.from_environment({"HPS_STACK_MAX_TRIALS": bad})
