@@ -16,6 +16,7 @@ from service import analysis_routes, dashboard, http_errors, notes, routes
 from service.auth import Require
 from service.leases import Leases
 from service.limits import BodySizeLimit, SpecLimits
+from service.reports import Reports
 from service.settings import Settings
 from service.store import Store
 from service.studies import Clock, Studies, utc_now
@@ -29,7 +30,7 @@ ROUTERS: list[tuple[APIRouter, Require | None]] = [
     (routes.studies, Require(Scope.READ, writes=Scope.SUBMIT)),
     (routes.trials, Require(Scope.WORKER)),
     (routes.tokens, Require(Scope.ADMIN)),
-    (analysis_routes.router, Require(Scope.READ)),
+    (analysis_routes.router, Require(Scope.READ, cookie=True)),  # the note's figure, too
     (routes.health, None),  # public: load balancers and `hps up` probe it
     (dashboard.login, None),  # public: the form checks the token it is given
 ]
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     app.state.studies = studies
     app.state.leases = leases
     app.state.tokens = tokens
-    app.state.notes = notes.Notes(studies)
+    app.state.reports = reports = Reports(studies, concurrency=settings.analysis_concurrency)
+    app.state.notes = notes.Notes(studies, reports)
     http_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router, check in ROUTERS:

@@ -13,6 +13,7 @@ from pydantic import BeforeValidator
 
 from service.leases import Leases
 from service.notes import Notes
+from service.reports import Reports
 from service.studies import Studies
 from service.tokens import Tokens
 
@@ -59,7 +60,13 @@ async def _notes(request: Request) -> Notes:
     return notes
 
 
+async def _reports(request: Request) -> Reports:
+    reports: Reports = request.app.state.reports
+    return reports
+
+
 StudiesDep = Annotated[Studies, Depends(_studies)]
+ReportsDep = Annotated[Reports, Depends(_reports)]
 NotesDep = Annotated[Notes, Depends(_notes)]
 TokensDep = Annotated[Tokens, Depends(_tokens)]
 LeasesDep = Annotated[Leases, Depends(_leases)]

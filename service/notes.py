@@ -7,9 +7,12 @@ dashboard shows at the top of the study's page. The text is the analysis's own
 (``service.analysis``): nothing here judges anything.
 
 The note is written with optuna-dashboard's public ``save_note``, by the service (the one
-writer); the dashboard's own note editing stays refused (it is read-only here). Figures are not
-in the note: the dashboard's Markdown drops ``data:`` images, and artifacts would need a store
-the service does not have yet; the note names the report, which has them.
+writer); the dashboard's own note editing stays refused (it is read-only here). The headline
+figure is an image link to ``GET /v1/studies/{id}/figures/estimands.png`` on the same origin,
+which the dashboard's login cookie may read: the dashboard's Markdown drops ``data:`` images,
+and optuna-dashboard's artifacts would need a file store shared by every replica, while the
+figure route is computed from the database, which they already share (and cached once the
+study is finished: ``service.reports``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from optuna_dashboard import get_note, save_note
 from starlette.concurrency import run_in_threadpool
 
 from api_schemas.analysis import Analysis, ArmAnalysis, Interval
-from service import reports
+from service.reports import Reports
 from service.studies import Studies
 
 log = logging.getLogger("hps.service")
 
+HEADLINE_FIGURE = "estimands"
+"""The report's figure the note shows: every estimand with its interval against δ."""
 MARK = "<!-- written by hps -->"
 """The note's first line: a note that starts with it is hps's to overwrite."""
 
@@ -63,6 +68,8 @@ def markdown(analysis: Analysis) -> str:
     verdict = analysis.verdict
     headline = f"Verdict: {verdict.outcome.value}" if verdict is not None else "No verdict"
     lines = [MARK, f"# {_cell(analysis.study_name)} — {headline}", "", analysis.statement, ""]
+    figure = f"/v1/studies/{analysis.study_id}/figures/{HEADLINE_FIGURE}.png"
+    lines += [f"![every estimand with its 95 % interval, against the margin δ]({figure})", ""]
     if verdict is not None:
         lines += [f"- {reason}" for reason in verdict.reasons]
         lines += [
@@ -92,16 +99,18 @@ def markdown(analysis: Analysis) -> str:
 class Notes:
     """Writes studies' answers into their dashboard notes."""
 
-    def __init__(self, studies: Studies) -> None:
+    def __init__(self, studies: Studies, reports: Reports) -> None:
         self._studies = studies
+        self._reports = reports
 
-    def write(self, study_id: int) -> Analysis:
-        """Analyse the study now and write its note; returns the analysis. NotFound if unknown.
+    def write(self, study_id: int, *, patient: bool = False) -> Analysis:
+        """Analyse the study now and write its note; returns the analysis. NotFound if unknown;
+        Busy when every analysis slot stays taken, unless ``patient`` (``Reports.analysis``).
 
         A note a person wrote some other way (one not starting with MARK) is kept: hps's
         goes below it.
         """
-        analysis = reports.study_analysis(self._studies, study_id)
+        analysis = self._reports.analysis(study_id, patient=patient)
         study = self._studies.optuna_study(self._studies.handle(study_id))
         mine = markdown(analysis)
         current = get_note(study)
@@ -118,7 +127,7 @@ class Notes:
         written = []
         for study_id in self._studies.take_newly_done():
             try:
-                self.write(study_id)
+                self.write(study_id, patient=True)  # in the background: no one is waiting
             except Exception:  # one study's note must not stop the others'
                 log.exception("writing the dashboard note of study %d failed", study_id)
                 continue

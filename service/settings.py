@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default=MAX_GRID_CELLS, ge=1, le=MAX_GRID_CELLS, description="trials of a grid study"
     )
     max_seeds_per_trial: int = Field(default=MAX_SEEDS_PER_TRIAL, ge=1, le=MAX_SEEDS_PER_TRIAL)
+    # Analyses and reports take seconds of CPU each; more at once would starve the leases.
+    analysis_concurrency: int = Field(
+        default=2, ge=1, le=64, description="analyses and reports computed at once (503 beyond)"
+    )
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Self:
