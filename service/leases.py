@@ -12,6 +12,10 @@ The life of a trial, as this module drives it; each step is one transaction (``S
     expire()    a lease not renewed in time fails its trial ("lease expired") and queues its
                 parameters again, up to ``max_attempts`` runs
 
+A batch lease (``lease_batch``) is up to ``max_trials`` single leases of one study and one
+workload in one transaction; a single lease is a batch of one. A batch completion
+(``complete_batch``) is each item's single completion, all in one transaction.
+
 A report or a completion under an expired, released or foreign lease raises LeaseConflict and
 changes nothing. A kill between any two writes of a step leaves none of it.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -35,15 +40,23 @@ from api_schemas import (
     FailureKind,
     IntermediateReport,
     LeaseRequest,
+    Scalar,
     StudyState,
     TrialAssignment,
     TrialRead,
     TrialResult,
 )
 from api_schemas.studies import WORKLOAD_PARAM
+from api_schemas.trials import (
+    BatchCompleted,
+    BatchCompletion,
+    BatchLeaseRequest,
+    BatchOutcome,
+    LeaseBatch,
+)
 from service import trial_record
 from service import trials as tv
-from service.errors import LeaseConflict, NotFound
+from service.errors import HpsError, InvalidResult, LeaseConflict, NotFound
 from service.models import StudyRow
 from service.objective import check_seeds, objective
 from service.pruning import may_prune
@@ -82,6 +95,16 @@ class Leases:
 
     def lease(self, request: LeaseRequest) -> TrialAssignment | None:
         """The next trial to train, fairly across studies, or None when there is no work."""
+        started = self._lease_up_to(request, max_trials=1)
+        return started[0] if started else None
+
+    def lease_batch(self, request: BatchLeaseRequest) -> LeaseBatch | None:
+        """Up to ``request.max_trials`` trials of one study and one workload, fairly across
+        studies as single leases go, or None when there is no work; one transaction."""
+        started = self._lease_up_to(request, max_trials=request.max_trials)
+        return LeaseBatch(trials=started) if started else None
+
+    def _lease_up_to(self, request: LeaseRequest, *, max_trials: int) -> list[TrialAssignment]:
         self.expire()
         candidates = []
         for study_id in self._studies.running_ids():
@@ -91,33 +114,65 @@ class Leases:
                 candidates.append((counts.running, study_id, handle))
         # Fair share: the study with the fewest trials in flight goes first.
         for _, _, handle in sorted(candidates, key=lambda c: (c[0], c[1])):
-            assignment = self._start_trial(handle, request)
-            if assignment is not None:
-                return assignment
-        return None
+            started = self._start_trials(handle, request, max_trials)
+            if started:
+                return started
+        return []
 
-    def _start_trial(self, handle: StudyHandle, request: LeaseRequest) -> TrialAssignment | None:
-        """Start a trial of ``handle`` under a new lease, in one transaction; None if another
-        replica took the study's last trial since it was counted."""
+    def _start_trials(
+        self, handle: StudyHandle, request: LeaseRequest, max_trials: int
+    ) -> list[TrialAssignment]:
+        """Start up to ``max_trials`` trials of ``handle``, each under its own lease, in one
+        transaction; none if another replica took the study's last trial since it was counted.
+
+        Trial after trial, as that many single leases would: each one is drawn with the
+        earlier ones already in the study (``Store.sampling`` shows them to the sampler). All
+        train the first one's workload: a later queued trial must be of it, and a new one
+        drawn for another is queued again for the next lease (the draw is kept, so the
+        sampler's sequence is what single leases give).
+        """
         study = self._studies.optuna_study(handle)
+        spec = handle.spec
+        started: list[TrialAssignment] = []
         with self._store.transaction(serial=True, study_id=handle.id) as session:
-            if not self._store.trial_counts(handle.id, session).has_work(_n_trials(handle)):
-                return None
-            trial = self._store.next_trial(session, handle.id)
-            # Drawn before anything is written: a sampler that fails leaves nothing behind.
-            with self._store.sampling(study, trial) as drawing:
-                params = sample(drawing, trial, handle.spec)
-            attempt = TrialRecord.of(trial).attempt
-            attrs = trial_record.started(attempt, request.worker_id, request.device)
-            trial_id = self._store.start_trial(session, handle.id, trial, attrs)
-            token = secrets.token_urlsafe(32)
-            lease = Lease(
-                trial_id=trial_id,
-                study_id=handle.id,
-                token_hash=_hash(token),
-                expires_at=self._clock() + self._lease_for,
-            )
-            self._store.add_lease(session, lease)
+            like: dict[str, object] | None = None
+            while len(started) < max_trials:
+                if not self._store.trial_counts(handle.id, session).has_work(_n_trials(handle)):
+                    break
+                trial = self._store.next_trial(session, handle.id, like=like)
+                if trial is None:
+                    break
+                # Drawn before anything is written: a sampler that fails leaves nothing behind.
+                with self._store.sampling(study, trial, session) as drawing:
+                    params = sample(drawing, trial, spec)
+                if like is not None and params.get(WORKLOAD_PARAM) != like[WORKLOAD_PARAM]:
+                    self._store.enqueue(session, handle.id, params, {})
+                    break
+                if spec.controls:
+                    like = {WORKLOAD_PARAM: params[WORKLOAD_PARAM]}
+                started.append(self._start(session, handle, trial, params, request))
+        return started
+
+    def _start(
+        self,
+        session: Session,
+        handle: StudyHandle,
+        trial: FrozenTrial,
+        params: dict[str, Scalar],
+        request: LeaseRequest,
+    ) -> TrialAssignment:
+        """Write ``trial``, its parameters drawn, as RUNNING under a new lease, in ``session``."""
+        attempt = TrialRecord.of(trial).attempt
+        attrs = trial_record.started(attempt, request.worker_id, request.device)
+        trial_id = self._store.start_trial(session, handle.id, trial, attrs)
+        token = secrets.token_urlsafe(32)
+        lease = Lease(
+            trial_id=trial_id,
+            study_id=handle.id,
+            token_hash=_hash(token),
+            expires_at=self._clock() + self._lease_for,
+        )
+        self._store.add_lease(session, lease)
         spec = handle.spec
         return TrialAssignment(
             trial_id=trial_id,
@@ -186,30 +241,78 @@ class Leases:
 
     def complete(self, trial_id: int, result: TrialResult) -> TrialRead:
         """Finish a trial with the worker's result. The same token and body give the same answer."""
-        study_id = self._lease(trial_id).study_id
-        handle = self._studies.handle(study_id)
-        study = self._studies.optuna_study(handle)
-        with self._store.transaction(serial=True, study_id=study_id, lease_id=trial_id) as session:
-            # The lease's row is held until this completion is recorded: a second completion or
-            # an expiry in another replica waits, then finds the outcome.
-            lease = self._lease(trial_id, session)
-            if lease.token_hash != _hash(result.lease_token):
-                raise LeaseConflict(f"trial {trial_id} is leased under another token")
-            frozen = self._store.trial(trial_id, session)
-            if lease.released or frozen.state.is_finished():
-                # Either this worker's result is already recorded (answer as before), or the
-                # lease expired and the trial was failed and re-queued without it.
-                if _failure_kind(frozen) == FailureKind.LEASE_EXPIRED:
-                    raise LeaseConflict(f"the lease on trial {trial_id} expired")
-                return tv.trial_read(handle.id, frozen)
-            expired = lease.expires_at <= self._clock()
-            if expired:
-                self._expire_in(session, lease, frozen)
-            else:
-                done = self._finish(session, handle, study, lease, frozen, result)
-        if expired:
-            raise LeaseConflict(f"the lease on trial {trial_id} expired")
-        return tv.trial_read(handle.id, done)
+        (outcome,) = self._complete([(trial_id, result)])
+        if isinstance(outcome, HpsError):
+            raise outcome
+        return outcome
+
+    def complete_batch(self, body: BatchCompletion) -> BatchCompleted:
+        """Finish several trials, each as ``complete`` would, in one transaction: an item that
+        ``complete`` would refuse (404, 409, 422) is answered so and changes nothing, and the
+        others are recorded all the same."""
+        items = [(item.trial_id, item) for item in body.results]
+        outcomes = [
+            BatchOutcome(trial_id=trial_id, status=200, trial=outcome)
+            if isinstance(outcome, TrialRead)
+            else BatchOutcome(trial_id=trial_id, status=outcome.status_code, detail=str(outcome))
+            for (trial_id, _), outcome in zip(items, self._complete(items), strict=True)
+        ]
+        return BatchCompleted(results=outcomes)
+
+    def _complete(self, items: Sequence[tuple[int, TrialResult]]) -> list[TrialRead | HpsError]:
+        """Record each ``(trial_id, result)`` in one transaction; per item, the trial as it
+        now stands or the error ``complete`` raises for it (nothing of that item written,
+        except an expiry found on the way, which is recorded as the reaper would)."""
+        leases = self._store.leases([trial_id for trial_id, _ in items])
+        outcomes: dict[int, TrialRead | HpsError] = {}
+        for trial_id, _ in items:
+            if trial_id not in leases:
+                outcomes[trial_id] = self._unleased(trial_id)
+        study_ids = {lease.study_id for lease in leases.values()}
+        handles = {study_id: self._studies.handle(study_id) for study_id in study_ids}
+        studies = {study_id: self._studies.optuna_study(h) for study_id, h in handles.items()}
+        with self._store.transaction(
+            serial=True, study_id=study_ids, lease_id=list(leases)
+        ) as session:
+            for trial_id, result in items:
+                if trial_id in outcomes:
+                    continue
+                study_id = leases[trial_id].study_id
+                try:
+                    outcomes[trial_id] = self._complete_in(
+                        session, handles[study_id], studies[study_id], trial_id, result
+                    )
+                except (NotFound, LeaseConflict, InvalidResult) as error:
+                    outcomes[trial_id] = error
+        return [outcomes[trial_id] for trial_id, _ in items]
+
+    def _complete_in(
+        self,
+        session: Session,
+        handle: StudyHandle,
+        study: optuna.Study,
+        trial_id: int,
+        result: TrialResult,
+    ) -> TrialRead | LeaseConflict:
+        """Record ``result`` on ``trial_id`` in ``session``, which holds the study's and the
+        lease's rows: the trial as it now stands, or the conflict to answer once the expiry
+        this found is written. Raises, with nothing written, for a result to refuse."""
+        # The lease's row is held until this completion is recorded: a second completion or
+        # an expiry in another replica waits, then finds the outcome.
+        lease = self._lease(trial_id, session)
+        if lease.token_hash != _hash(result.lease_token):
+            raise LeaseConflict(f"trial {trial_id} is leased under another token")
+        frozen = self._store.trial(trial_id, session)
+        if lease.released or frozen.state.is_finished():
+            # Either this worker's result is already recorded (answer as before), or the
+            # lease expired and the trial was failed and re-queued without it.
+            if _failure_kind(frozen) == FailureKind.LEASE_EXPIRED:
+                raise LeaseConflict(f"the lease on trial {trial_id} expired")
+            return tv.trial_read(handle.id, frozen)
+        if lease.expires_at <= self._clock():
+            self._expire_in(session, lease, frozen)
+            return LeaseConflict(f"the lease on trial {trial_id} expired")
+        return tv.trial_read(handle.id, self._finish(session, handle, study, lease, frozen, result))
 
     def _finish(
         self,
@@ -298,12 +401,16 @@ class Leases:
         was never leased."""
         lease = self._store.lease(trial_id, session)
         if lease is None:
-            try:
-                self._store.trial(trial_id)
-            except KeyError:
-                raise NotFound(f"trial {trial_id} does not exist") from None
-            raise LeaseConflict(f"trial {trial_id} is not leased")
+            raise self._unleased(trial_id)
         return lease
+
+    def _unleased(self, trial_id: int) -> NotFound | LeaseConflict:
+        """Why a trial without a lease cannot be renewed or completed."""
+        try:
+            self._store.trial(trial_id)
+        except KeyError:
+            return NotFound(f"trial {trial_id} does not exist")
+        return LeaseConflict(f"trial {trial_id} is not leased")
 
 
 def _n_trials(handle: StudyHandle) -> int:

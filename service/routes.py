@@ -21,6 +21,7 @@ from api_schemas import (
 )
 from api_schemas.analysis import Analysis
 from api_schemas.tokens import TokenCreate, TokenCreated, TokenRead
+from api_schemas.trials import BatchCompleted, BatchCompletion, BatchLeaseRequest, LeaseBatch
 from service.deps import Id, LeasesDep, NotesDep, StudiesDep, TokensDep
 
 _errors: dict[int | str, dict[str, object]] = {
@@ -107,6 +108,19 @@ def lease_trial(request: LeaseRequest, domain: LeasesDep) -> TrialAssignment | R
     return assignment if assignment is not None else Response(status_code=204)
 
 
+@trials.post(
+    "/lease-batches",
+    response_model=LeaseBatch,
+    responses={204: {"description": "no work right now; ask again later"}},
+)
+def lease_batch(request: BatchLeaseRequest, domain: LeasesDep) -> LeaseBatch | Response:
+    """A worker asks for up to ``max_trials`` trials to train together: all of one study and
+    one workload, each under its own lease, drawn as that many single leases would draw them.
+    Fewer come back when the study has fewer left."""
+    batch = domain.lease_batch(request)
+    return batch if batch is not None else Response(status_code=204)
+
+
 @trials.post("/trials/{trial_id}/reports")
 def report(trial_id: Id, body: IntermediateReport, domain: LeasesDep) -> PruneDecision:
     """Record an intermediate value; renews the lease; says whether to prune the trial."""
@@ -123,6 +137,14 @@ def heartbeat(trial_id: Id, body: Heartbeat, domain: LeasesDep) -> LeaseRenewal:
 def complete(trial_id: Id, body: TrialResult, domain: LeasesDep) -> TrialRead:
     """Finish a trial. Sending the same result again returns the same answer."""
     return domain.complete(trial_id, body)
+
+
+@trials.post("/completions")
+def complete_batch(body: BatchCompletion, domain: LeasesDep) -> BatchCompleted:
+    """Finish several trials at once. Each item is answered, in order, with the status and
+    trial that its own ``POST /v1/trials/{id}/complete`` would give (a stale lease is that
+    item's 409); the valid ones are recorded together, whatever the others."""
+    return domain.complete_batch(body)
 
 
 @tokens.post("", status_code=status.HTTP_201_CREATED)

@@ -20,7 +20,7 @@ import contextlib
 import copy
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +62,11 @@ from service.models import LeaseRow, StudyRow
 from service.trial_record import ATTR_RETRIED
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+QUEUED_SCAN = 2048
+"""How many of a study's oldest queued trials a batch looks through for ones like its first: a
+grid with controls queues its workloads in turn, so 64 alike lie within 64 x 17 of them."""
+_STARTED = "hps_started_trials"
+"""The ``Session.info`` key of the trials a transaction started (``Store.start_trial``)."""
 INITIAL_REVISION = "0001"
 """The tables as ``metadata.create_all`` made them before hps had migrations."""
 MIGRATION_LOCK_KEY = 0x68707331
@@ -145,6 +150,13 @@ def trial_id_of(trial: FrozenTrial) -> int:
     return int(trial._trial_id)
 
 
+def _ids(ids: int | Collection[int] | None) -> list[int]:
+    """The ids of rows to lock, sorted: one id, several, or none."""
+    if ids is None:
+        return []
+    return [ids] if isinstance(ids, int) else sorted(set(ids))
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -199,15 +211,17 @@ class Store:
         self,
         *,
         serial: bool = False,
-        study_id: int | None = None,
-        lease_id: int | None = None,
+        study_id: int | Collection[int] | None = None,
+        lease_id: int | Collection[int] | None = None,
     ) -> Iterator[Session]:
         """One transaction: commits on success, rolls back on any exception.
 
         Locks, always in this order: the process's lock (``serial``: for steps that read and
         then write), then the study's rows (hps's, then Optuna's), then the lease's row; each
-        held until the transaction ends. On SQLite the row locks are no-ops (one service owns
-        a SQLite file, and the process lock serialises the same sections).
+        held until the transaction ends. A batch names several studies or leases: each kind is
+        locked in id order, so two batches (or a batch and a single step) never wait on each
+        other in a cycle. On SQLite the row locks are no-ops (one service owns a SQLite file,
+        and the process lock serialises the same sections).
 
         A value the database refuses (e.g. a NUL character on PostgreSQL) raises RefusedValue;
         a database that cannot be reached or is locked too long raises StorageUnavailable.
@@ -215,19 +229,26 @@ class Store:
         with self._serial if serial else contextlib.nullcontext():
             try:
                 with self._sessions.begin() as session:
-                    if study_id is not None:
+                    studies, leases = _ids(study_id), _ids(lease_id)
+                    if studies:
                         session.execute(
-                            select(StudyRow.id).where(StudyRow.id == study_id).with_for_update()
-                        )
-                        session.execute(
-                            select(optuna_models.StudyModel.study_id)
-                            .where(optuna_models.StudyModel.study_id == study_id)
+                            select(StudyRow.id)
+                            .where(StudyRow.id.in_(studies))
+                            .order_by(StudyRow.id)
                             .with_for_update()
                         )
-                    if lease_id is not None:
+                        study = optuna_models.StudyModel
+                        session.execute(
+                            select(study.study_id)
+                            .where(study.study_id.in_(studies))
+                            .order_by(study.study_id)
+                            .with_for_update()
+                        )
+                    if leases:
                         session.execute(
                             select(LeaseRow.trial_id)
-                            .where(LeaseRow.trial_id == lease_id)
+                            .where(LeaseRow.trial_id.in_(leases))
+                            .order_by(LeaseRow.trial_id)
                             .with_for_update()
                         )
                     yield session
@@ -389,6 +410,12 @@ class Store:
             row = session.get(LeaseRow, trial_id)
             return None if row is None else _lease(row)
 
+    def leases(self, trial_ids: Collection[int]) -> dict[int, Lease]:
+        """The leases on those of ``trial_ids`` that were ever leased, by trial id (one query)."""
+        stmt = select(LeaseRow).where(LeaseRow.trial_id.in_(list(trial_ids)))
+        with self.transaction() as session:
+            return {row.trial_id: _lease(row) for row in session.scalars(stmt).all()}
+
     def expired_leases(self, now: datetime) -> list[Lease]:
         """Leases not released whose time ran out by ``now``."""
         stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at <= now)
@@ -397,17 +424,37 @@ class Store:
 
     # --- the lease ----------------------------------------------------------------------------
 
-    def next_trial(self, session: Session, study_id: int) -> FrozenTrial:
+    def next_trial(
+        self, session: Session, study_id: int, *, like: Mapping[str, Any] | None = None
+    ) -> FrozenTrial | None:
         """The trial a lease of ``study_id`` starts, as it will be stored, before any write:
         the oldest queued trial (its fixed parameters and attributes included), else a new one
-        with the next number. ``start_trial`` writes it. Call it under the study's lock."""
+        with the next number. ``start_trial`` writes it. Call it under the study's lock.
+
+        With ``like``, the oldest queued trial whose fixed parameters include those items (a
+        batch's later trials train the first one's workload); None when trials are queued but
+        none is like that (a new trial would overrun the budget that the queued ones fill).
+        """
         trial = optuna_models.TrialModel
-        queued = session.scalar(
+        waiting = (
             select(trial.trial_id)
             .where(trial.study_id == study_id, trial.state == OptunaState.WAITING)
             .order_by(trial.number)
-            .limit(1)
         )
+        if like is None:
+            queued = session.scalar(waiting.limit(1))
+        else:
+            candidates = self._queued_fixed_params(session, study_id)
+            queued = next(
+                (
+                    trial_id
+                    for trial_id, fixed in candidates
+                    if all(fixed.get(k) == v for k, v in like.items())
+                ),
+                None,
+            )
+            if queued is None and candidates:
+                return None
         now = datetime.now()  # Optuna's stamps are local and naive
         if queued is not None:
             frozen = self.trial(queued, session)
@@ -440,6 +487,10 @@ class Store:
         one statement each, in Optuna's encodings (``tests/service/test_storage_contract.py``
         reads them back through Optuna). Optuna's own writers spend a query per row checking
         what the study's lock already guarantees.
+
+        The trial is also noted on ``session`` until it commits: a later draw in the same
+        transaction (a batch lease) must see it as the sampler would once it is stored
+        (``sampling``), and the sampler reads through Optuna's own connection, which cannot.
         """
         model = optuna_models.TrialModel
         trial_id = trial_id_of(trial)
@@ -486,7 +537,26 @@ class Store:
         self._upsert_attrs(
             session, optuna_models.TrialSystemAttributeModel, trial_id, trial.system_attrs
         )
+        stored = copy.deepcopy(trial)
+        stored._trial_id = int(trial_id)
+        stored.user_attrs = {**trial.user_attrs, **user_attrs}
+        session.info.setdefault(_STARTED, []).append(stored)
         return int(trial_id)
+
+    @staticmethod
+    def _queued_fixed_params(session: Session, study_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """The oldest ``QUEUED_SCAN`` queued trials of the study with their fixed parameters,
+        in number order (one query)."""
+        trial = optuna_models.TrialModel
+        attr = optuna_models.TrialSystemAttributeModel
+        rows = session.execute(
+            select(trial.trial_id, attr.value_json)
+            .outerjoin(attr, (attr.trial_id == trial.trial_id) & (attr.key == "fixed_params"))
+            .where(trial.study_id == study_id, trial.state == OptunaState.WAITING)
+            .order_by(trial.number)
+            .limit(QUEUED_SCAN)
+        ).all()
+        return [(int(i), json.loads(encoded) if encoded else {}) for i, encoded in rows]
 
     def _check_distributions(
         self, study_id: int, distributions: Mapping[str, BaseDistribution]
@@ -727,15 +797,22 @@ class Store:
 
     @staticmethod
     @contextmanager
-    def sampling(study: optuna.Study, trial: FrozenTrial) -> Iterator[optuna.Study]:
+    def sampling(
+        study: optuna.Study, trial: FrozenTrial, session: Session | None = None
+    ) -> Iterator[optuna.Study]:
         """``study``, ready for its sampler to draw ``trial``'s parameters before ``trial`` is
         stored: its per-ask trial cache dropped (as ``Study.ask`` does, so samplers read the
         trials afresh), and what the sampler writes to ``trial`` through the storage (TPE with
         the constant liar shares its relative sample as system attributes) kept in
-        ``trial.system_attrs``, for ``start_trial`` to write with the rest."""
+        ``trial.system_attrs``, for ``start_trial`` to write with the rest.
+
+        The trials ``session`` started and has not committed yet (a batch lease's earlier
+        ones) are shown to the sampler as stored: so k trials drawn in one transaction are
+        what k leases one after the other would draw (TPE's constant liar counts them)."""
         study._thread_local.cached_all_trials = None
         storage = study._storage
-        study._storage = cast(optuna.storages.BaseStorage, _Capture(storage, trial))
+        pending = [] if session is None else session.info.get(_STARTED, [])
+        study._storage = cast(optuna.storages.BaseStorage, _Capture(storage, trial, pending))
         try:
             yield study
         finally:
@@ -756,11 +833,38 @@ class Store:
 
 class _Capture:
     """A storage that passes everything to ``backend`` but the system attributes a sampler sets
-    on ``trial``, which it keeps in ``trial.system_attrs`` (see ``Store.sampling``)."""
+    on ``trial``, which it keeps in ``trial.system_attrs``, and that adds the ``pending``
+    trials (started in this transaction, not committed) to what it reads (see
+    ``Store.sampling``)."""
 
-    def __init__(self, backend: optuna.storages.BaseStorage, trial: FrozenTrial) -> None:
+    def __init__(
+        self,
+        backend: optuna.storages.BaseStorage,
+        trial: FrozenTrial,
+        pending: Sequence[FrozenTrial] = (),
+    ) -> None:
         self._backend = backend
         self._trial = trial
+        self._pending = pending
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[OptunaState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials = self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if not self._pending:
+            return trials
+        # A claimed queued trial is still WAITING to the backend: the pending copy replaces it.
+        pending = {trial_id_of(t): t for t in self._pending}
+        merged = [t for t in trials if trial_id_of(t) not in pending]
+        merged += [
+            copy.deepcopy(t) if deepcopy else t
+            for t in pending.values()
+            if states is None or t.state in states
+        ]
+        return sorted(merged, key=lambda t: t.number)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if trial_id == trial_id_of(self._trial):

@@ -10,7 +10,7 @@ here first. The last test holds the seam to its promise: no private Optuna name 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.orm import Session
 
 from api_schemas import StudySpec
 from service.errors import RefusedValue
@@ -54,10 +55,23 @@ def public_trials(store: Store, study: optuna.Study) -> list[FrozenTrial]:
 
 def start(store: Store, study_id: int, study: optuna.Study, **attrs: object) -> int:
     with store.transaction(serial=True, study_id=study_id) as session:
-        trial = store.next_trial(session, study_id)
-        with store.sampling(study, trial) as drawing:
-            sample(drawing, trial, SPEC)
-        return store.start_trial(session, study_id, trial, attrs or {"worker_id": "w:1"})
+        return start_in(session, store, study_id, study, attrs or {"worker_id": "w:1"})
+
+
+def start_in(
+    session: Session,
+    store: Store,
+    study_id: int,
+    study: optuna.Study,
+    attrs: Mapping[str, object],
+    spec: StudySpec = SPEC,
+) -> int:
+    """One trial started in ``session``, as a lease (or each trial of a batch) starts it."""
+    trial = store.next_trial(session, study_id)
+    assert trial is not None
+    with store.sampling(study, trial, session) as drawing:
+        sample(drawing, trial, spec)
+    return store.start_trial(session, study_id, trial, attrs)
 
 
 def test_a_started_trial_is_what_optunas_ask_and_suggest_store(store: Store) -> None:
@@ -81,13 +95,80 @@ def test_a_started_trial_is_what_optunas_ask_and_suggest_store(store: Store) -> 
 def test_a_step_that_raises_writes_nothing(store: Store) -> None:
     study_id, study = new_study(store)
     with pytest.raises(RuntimeError), store.transaction(serial=True, study_id=study_id) as session:
-        trial = store.next_trial(session, study_id)
-        with store.sampling(study, trial) as drawing:
-            sample(drawing, trial, SPEC)
-        store.start_trial(session, study_id, trial, {"worker_id": "w:1"})
+        start_in(session, store, study_id, study, {"worker_id": "w:1"})
         raise RuntimeError("killed")
     assert public_trials(store, study) == []
     assert store.trial_counts(study_id).counted == 0
+
+
+def test_trials_started_in_one_transaction_are_numbered_and_written_together(
+    store: Store,
+) -> None:
+    study_id, study = new_study(store)
+    with store.transaction(serial=True, study_id=study_id) as session:
+        ids = [start_in(session, store, study_id, study, {"worker_id": "w:1"}) for _ in range(3)]
+        assert store.trial_counts(study_id, session).running == 3
+        assert store.trial_counts(study_id).running == 0  # not committed: others see none
+    stored = public_trials(store, study)
+    assert [(trial_id_of(t), t.number, t.state) for t in stored] == [
+        (ids[0], 0, TrialState.RUNNING),
+        (ids[1], 1, TrialState.RUNNING),
+        (ids[2], 2, TrialState.RUNNING),
+    ]
+    with pytest.raises(RuntimeError), store.transaction(serial=True, study_id=study_id) as session:
+        for _ in range(3):
+            start_in(session, store, study_id, study, {"worker_id": "w:2"})
+        raise RuntimeError("killed after the third")
+    assert len(public_trials(store, study)) == 3  # none of the second batch
+
+
+def test_the_sampler_sees_the_trials_its_transaction_started_as_stored(store: Store) -> None:
+    """What Optuna's samplers read (``get_all_trials``) during a batch's later draws: the
+    trials started earlier in the transaction, as a fresh read will show them once committed."""
+    study_id, study = new_study(store)
+    start(store, study_id, study)  # committed before
+    with store.transaction(serial=True, study_id=study_id) as session:
+        start_in(session, store, study_id, study, {"worker_id": "w:1"})
+        trial = store.next_trial(session, study_id)
+        assert trial is not None
+        with store.sampling(study, trial, session) as drawing:
+            seen = drawing.get_trials(deepcopy=False)
+            running = drawing.get_trials(states=(TrialState.RUNNING,))
+            done = drawing.get_trials(states=(TrialState.COMPLETE,))
+        with store.sampling(study, trial) as drawing:
+            outside = drawing.get_trials()
+    assert [t.number for t in seen] == [t.number for t in running] == [0, 1]
+    assert done == [] and [t.number for t in outside] == [0]
+    assert [repr(t) for t in running] == [repr(t) for t in public_trials(store, study)]
+
+
+def test_a_batch_takes_queued_trials_like_its_first(store: Store) -> None:
+    study_id, _ = new_study(store)
+    cells = [{"optimizer": o, "lr": 0.01} for o in ("adam", "sgd", "adam", "sgd")]
+    store.enqueue_many(study_id, cells)
+    with store.transaction(serial=True, study_id=study_id) as session:
+        like = {"optimizer": "sgd"}
+        first = store.next_trial(session, study_id, like=like)
+        assert first is not None and first.number == 1
+        store.start_trial(session, study_id, first, {})
+        second = store.next_trial(session, study_id, like=like)
+        assert second is not None and second.number == 3
+        store.start_trial(session, study_id, second, {})
+        # Queued trials are left, none like it: none (a new one would overrun the budget).
+        assert store.next_trial(session, study_id, like=like) is None
+        oldest = store.next_trial(session, study_id)
+        assert oldest is not None and oldest.number == 0
+
+
+def test_leases_are_read_and_locked_together(store: Store) -> None:
+    study_id, study = new_study(store)
+    ids = [start(store, study_id, study) for _ in range(3)]
+    with store.transaction() as session:
+        for trial_id in ids[:2]:
+            store.add_lease(session, Lease(trial_id, study_id, "h", NOW))
+    assert set(store.leases([*ids, 10_000])) == set(ids[:2])
+    with store.transaction(serial=True, study_id=[study_id], lease_id=ids[::-1]) as session:
+        assert store.lease(ids[0], session) is not None
 
 
 def test_a_queued_trial_is_claimed_with_its_fixed_params(store: Store) -> None:
