@@ -135,3 +135,15 @@ def test_the_studys_dashboard_note_shows_the_verdict(service: Service, browser: 
     page = browser.find_element("tag name", "body").text
     for expected in ("warmup regret", "adam", "radam", "paired seeds"):
         assert expected in page, f"{expected!r} not on the study's note:\n{page}"
+    # The headline figure, fetched by the browser with its login cookie and drawn.
+    figure = f"/v1/studies/{study.id}/figures/estimands.png"
+    for _ in range(RENDER_TIMEOUT_S):
+        drawn = browser.execute_script(
+            "return [...document.images].filter(i => i.src.endsWith(arguments[0]))"
+            ".map(i => i.complete && i.naturalWidth)",
+            figure,
+        )
+        if drawn and all(drawn):
+            break
+        time.sleep(1)
+    assert drawn and all(width > 100 for width in drawn), f"the note's figure: {drawn}"
