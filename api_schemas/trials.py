@@ -30,6 +30,8 @@ MAX_LOSS = 1e9
 """The largest loss (in absolute value) a worker may report. Workers clip at the chance loss
 (ln(vocab), a few nats) and call 10x that diverged, so no honest value comes near; the bound
 keeps means, plots and sums of any stored values finite (1.7e308 overflowed ``fmean``)."""
+MAX_ID = 2**31 - 1
+"""The largest trial id: ids are the database's 32-bit INTEGER keys."""
 MAX_SEED_ID = 2**31 - 1
 """Seeds, like steps, are 31-bit numbers (see ``api_schemas.studies.MAX_SEED``)."""
 
@@ -223,7 +225,8 @@ class LeaseBatch(BaseModel):
 class BatchResultItem(TrialResult):
     """One trial's outcome in a batch completion: the single completion's body and its id."""
 
-    trial_id: int
+    # Bounded as the path's id is: a number no column holds is a 422, not a driver overflow.
+    trial_id: StrictInt = Field(ge=1, le=MAX_ID, description="the trial's id, as leased")
 
 
 class BatchCompletion(_Model):

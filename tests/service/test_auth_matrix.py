@@ -98,6 +98,8 @@ def test_every_route_is_guarded_or_public(anonymous: Api) -> None:
         ("POST", "/v1/studies", Scope.SUBMIT),
         ("GET", "/v1/studies/{study_id}/trials", Scope.READ),
         ("POST", "/v1/leases", Scope.WORKER),
+        ("POST", "/v1/lease-batches", Scope.WORKER),
+        ("POST", "/v1/completions", Scope.WORKER),
         ("POST", "/v1/trials/{trial_id}/reports", Scope.WORKER),
         ("POST", "/v1/trials/{trial_id}/complete", Scope.WORKER),
         ("POST", "/v1/tokens", Scope.ADMIN),

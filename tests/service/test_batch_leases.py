@@ -246,6 +246,8 @@ def test_an_invalid_batch_completion_is_a_422_naming_its_field(api: Api) -> None
         ({"results": [result(first), result(first)]}, "results"),
         ({"results": [result(first)] * 65}, "results"),
         ({"results": [{**result(first), "state": "done"}]}, "results[0].state"),
+        ({"results": [{**result(first), "trial_id": 2**31}]}, "results[0].trial_id"),
+        ({"results": [{**result(first), "trial_id": "1"}]}, "results[0].trial_id"),
         ({}, "results"),
     ]
     for body, field in cases:
