@@ -777,6 +777,13 @@ class Store:
             self._studies[study._study_id] = study
         return study
 
+    def delete_optuna_study(self, study_id: int) -> None:
+        """Delete a study from Optuna's tables, with its trials (a submit that lost the race for
+        its Idempotency-Key to another replica's: ``service.studies``)."""
+        self.optuna_storage.delete_study(study_id)
+        with self._studies_lock:
+            self._studies.pop(study_id, None)
+
     @staticmethod
     def study_id_of(study: optuna.Study) -> int:
         """The storage id of ``study`` (Optuna keeps it in a private field)."""

@@ -62,8 +62,8 @@ class Studies:
         if idempotency_key is None:
             return self._create(spec, None)
         # A retry that arrives while its first attempt is still queueing cells waits for it
-        # here, then finds its key. (Two replicas racing on one key: the second insert of the
-        # key fails, and that submit answers 500 with its study left unlisted in hps_studies.)
+        # here, then finds its key. Two replicas racing on one key both create a study; the
+        # key's claim (``submit_keys.claim``) picks one, and the other is deleted again.
         with self._submit_lock:
             with self._store.session() as session:
                 known = submit_keys.find(session, idempotency_key, spec)
@@ -86,9 +86,14 @@ class Studies:
             created_at=self._clock(),
         )
         with self._store.session() as session:
-            session.add(row)
+            winner = row.id
             if idempotency_key is not None:
-                submit_keys.remember(session, idempotency_key, spec, row.id, row.created_at)
+                winner = submit_keys.claim(session, idempotency_key, spec, row.id, row.created_at)
+            if winner == row.id:
+                session.add(row)
+        if winner != row.id:  # another replica's submit with this key came first: it is the one
+            self._store.delete_optuna_study(row.id)
+            return self.read(winner)
         # Not ``read``: a new study's counts are known, and loading 100,000 queued trials back
         # through Optuna to count them would cost more than queueing them did.
         return StudyRead(

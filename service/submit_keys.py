@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from api_schemas import StudySpec
@@ -47,10 +48,23 @@ def find(session: Session, key: str, spec: StudySpec) -> int | None:
     return row.study_id
 
 
-def remember(session: Session, key: str, spec: StudySpec, study_id: int, now: datetime) -> None:
-    """Record that the submit with ``key`` created ``study_id`` (in the caller's transaction)."""
-    session.add(
-        SubmitKeyRow(
-            key_hash=_digest(key), spec_hash=spec_digest(spec), study_id=study_id, created_at=now
-        )
-    )
+def claim(session: Session, key: str, spec: StudySpec, study_id: int, now: datetime) -> int:
+    """Record that the submit with ``key`` created ``study_id``, unless another submit with the
+    same key got there first; returns the study the key stands for (``study_id`` if it won).
+
+    The insert is ``ON CONFLICT DO NOTHING``: two replicas racing on one key (both found it
+    unknown) both reach here, and on either backend the second insert waits for the first's
+    commit and then finds its row, instead of failing on the primary key (a 500). KeyReused if
+    the winner came with another spec.
+    """
+    values = {
+        "key_hash": _digest(key),
+        "spec_hash": spec_digest(spec),
+        "study_id": study_id,
+        "created_at": now,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(SubmitKeyRow).values(values).on_conflict_do_nothing())
+    winner = find(session, key, spec)
+    assert winner is not None  # inserted, or already there
+    return winner
