@@ -22,9 +22,10 @@ ROOT = BENCH.parent
 
 QUICK: dict[str, list[str]] = {
     "worker_overhead": ["--trials", "1", "--steps", "50"],
-    "service_throughput": ["--seconds", "3"],  # both backends: 4 runs of 3 s
+    # Both backends, every side: one round of 2 s each, after a 2 s warm-up each.
+    "service_throughput": ["--rounds", "1", "--seconds", "2"],
     "call_costs": ["--lifecycles", "20"],
-    "analysis_bench": ["--sizes", "100", "200", "--seeds", "2"],
+    "analysis_bench": ["--sizes", "200", "--seeds", "2", "--repeats", "1"],
     "growth": ["--sizes", "100", "1000", "--leases", "20", "--analyses", "1"],
     # 40 workers with 15 s trials send about 27 requests/s: within what a 2-core machine serves.
     "scale": [

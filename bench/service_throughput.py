@@ -1,24 +1,34 @@
-"""Service throughput: full trial lifecycles per second through hps vs raw Optuna, per backend.
+"""Service throughput: trial lifecycles per second, hps against raw Optuna and Optuna's gRPC proxy.
 
-A lifecycle is what a worker does for one trial: lease, report 5 intermediate values, complete.
-hps: the real ``hps serve`` (uvicorn, one process) on a fresh database, driven over HTTP by
-``--clients`` threads, each with its own connection pool and worker token. The baseline: raw
-Optuna in this process on another fresh database of the same backend, ask -> 5 x report -> tell,
-with the same search space, by the same number of threads. Both run for ``--seconds`` in this
-invocation, so each backend's ratio compares like with like on whatever machine runs it (the
-issue's target: >= 3x raw).
+A lifecycle is what a worker does for one trial: get it, report 5 intermediate values, finish
+it. The sides, each on its own fresh database of the backend, all set up before the first slice:
 
-``--backend`` picks SQLite (two fresh files), PostgreSQL (two fresh databases on one server:
-raw Optuna's ``RDBStorage`` and the service's ``HPS_DATABASE_URL``, both ``postgresql+psycopg``)
-or both, SQLite first. The PostgreSQL server is, by default, a throw-away local one started the
-way the tests start theirs (``tests/postgres.py``: loopback, trust auth, fsync and synchronous
-commit off, so its absolute numbers are not a durable server's; it runs as the ``postgres``
-user when this runs as root). ``--postgres-url`` uses an existing server instead: the bench
-creates its two databases there (the role needs CREATEDB) and drops them at the end. Without
-``--postgres-url`` and without PostgreSQL installed, the PostgreSQL variant is skipped with the
-command that installs it (an error with ``--backend postgresql``).
+    raw      raw Optuna in this process: ask (+ 2 suggests) -> 5 x report -> tell, on a shared
+             ``optuna.Study``, ``--clients`` threads (the baseline of every ratio)
+    hps      the real ``hps serve`` (uvicorn, one process) over HTTP: lease one trial, 5 reports,
+             complete; ``--clients`` threads, each with its own ``hps.client.Client``
+    hps-b8   the same service with batch leases: ``POST /v1/lease-batches`` of ``--batch``
+             trials, 5 reports per trial, one ``POST /v1/completions`` for the batch
+    grpc     Optuna's own scale-out answer (SQLite only): ``run_grpc_proxy_server`` over
+             ``get_storage(url)`` in its own process, ``--clients`` threads each with its own
+             ``GrpcStorageProxy`` doing what ``raw`` does (needs ``pip install -e ".[bench]"``)
 
-    python bench/service_throughput.py [--seconds 20] [--clients 4] [--backend both]
+The sides take turns in short slices (``--rounds`` rounds of ``--seconds`` each, the order
+reversed every other round: raw hps grpc, grpc hps raw, ...), so that whatever else loads the
+machine hits every side alike. Each ratio is a side's rate over raw Optuna's in the same round;
+the summary is the median over rounds. A first, uncounted slice per side warms it up.
+
+``--backend`` picks SQLite (fresh files), PostgreSQL (fresh databases on one server) or both,
+SQLite first. The PostgreSQL server is, by default, a throw-away local one started the way the
+tests start theirs (``tests/postgres.py``: loopback, trust auth, fsync and synchronous commit
+off, so its absolute numbers are not a durable server's). ``--postgres-url`` uses an existing
+server instead: the bench creates its databases there (the role needs CREATEDB) and drops them.
+Without either, the PostgreSQL variant is skipped with the command that installs it.
+
+Issue 13's targets: on SQLite hps >= 1.5x raw at one trial per lease and >= 3x with batch leases
+of 8, and ahead of the gRPC proxy; on PostgreSQL >= 1x.
+
+    python bench/service_throughput.py [--rounds 8] [--seconds 5] [--clients 4] [--backend both]
     python bench/service_throughput.py --backend postgresql \\
         --postgres-url postgresql+psycopg://user:password@host:5432/postgres
 """
@@ -27,22 +37,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
-from sqlalchemy import URL, create_engine, make_url, text
+from sqlalchemy import URL, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError
 
 from api_schemas import IntermediateReport, LeaseRequest, SeedResult, TrialResult
 from api_schemas.tokens import Scope
+from api_schemas.trials import BatchCompletion, BatchLeaseRequest, BatchResultItem
 from hps.client import Client
 from hps.local import HPS, await_health, free_port, stop
 
@@ -52,14 +67,28 @@ SPACE = {
 }
 REPORTS = 5
 ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"sqlite": {"hps": 1.5, "hps-b8": 3.0}, "postgresql": {"hps": 1.0, "hps-b8": 1.0}}
+"""Issue 13: hps's lifecycles/s over raw Optuna's, per backend and side."""
+
+Lifecycle = Callable[[int], int]
+"""One client's step: given the client's index, do it and return the lifecycles it finished."""
 
 
 class PostgresUnavailable(Exception):
     """No PostgreSQL to run on; the message says why and what to install."""
 
 
-def _run_threads(clients: int, seconds: float, lifecycle: Callable[[], None]) -> tuple[int, float]:
-    """Run ``lifecycle`` in a loop on ``clients`` threads; (lifecycles done, seconds)."""
+@dataclass
+class Side:
+    """One contender: a name and the step its client threads repeat."""
+
+    name: str
+    step: Lifecycle
+    rates: list[float] = field(default_factory=list)
+
+
+def run_slice(clients: int, seconds: float, step: Lifecycle) -> float:
+    """Lifecycles/s of ``step`` repeated on ``clients`` threads for ``seconds``."""
     done = [0] * clients
     errors: list[BaseException] = []
     stop_at = time.monotonic() + seconds
@@ -67,9 +96,8 @@ def _run_threads(clients: int, seconds: float, lifecycle: Callable[[], None]) ->
     def loop(i: int) -> None:
         try:
             while time.monotonic() < stop_at:
-                lifecycle()
-                done[i] += 1
-        except BaseException as error:  # report it after the run; never hide a failure
+                done[i] += step(i)
+        except BaseException as error:  # report it after the slice; never hide a failure
             errors.append(error)
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
@@ -80,78 +108,224 @@ def _run_threads(clients: int, seconds: float, lifecycle: Callable[[], None]) ->
         thread.join()
     if errors:
         raise errors[0]
-    return sum(done), time.monotonic() - start
+    return sum(done) / (time.monotonic() - start)
 
 
-def raw_optuna(database_url: str, clients: int, seconds: float) -> float:
-    """Lifecycles/s of raw Optuna ask/report/tell on the (fresh) database at ``database_url``."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def optuna_lifecycle(study: optuna.Study) -> None:
+    """Raw Optuna's lifecycle: what a worker does with the study in its own process."""
+    trial = study.ask()
+    trial.suggest_categorical("optimizer", ["adam", "radam"])
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    for step in range(REPORTS):
+        trial.report(1.0 / (step + 1), step)
+    study.tell(trial, 0.5)
+
+
+def _wal(dbapi_connection: Any, _record: Any) -> None:
+    """The SQLite settings the service gives its file (``service.store.make_engine``)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextlib.contextmanager
+def raw_side(database_url: str, *, wal: bool = False) -> Iterator[Side]:
+    """Raw Optuna on the (fresh) database at ``database_url``, one study shared by threads;
+    with ``wal``, on SQLite in WAL mode without a sync per commit, as the service runs it."""
     storage = optuna.storages.RDBStorage(database_url)
+    if wal:
+        event.listen(storage.engine, "connect", _wal)
+        storage.engine.dispose()  # the connections opened so far lack the pragmas
     try:
         study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
 
-        def lifecycle() -> None:
-            trial = study.ask()
-            trial.suggest_categorical("optimizer", ["adam", "radam"])
-            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-            for step in range(REPORTS):
-                trial.report(1.0 / (step + 1), step)
-            study.tell(trial, 0.5)
+        def step(_: int) -> int:
+            optuna_lifecycle(study)
+            return 1
 
-        done, elapsed = _run_threads(clients, seconds, lifecycle)
-        return done / elapsed
+        yield Side("raw-wal" if wal else "raw", step)
     finally:
         # Closes its connections, so that a PostgreSQL database can be dropped afterwards.
         storage.engine.dispose()
 
 
-def through_hps(database_url: str, directory: Path, clients: int, seconds: float) -> float:
-    """Lifecycles/s through the real service, on the (fresh) database at ``database_url``."""
+GRPC_SERVER = (
+    "import sys, optuna\n"
+    "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+    "storage = optuna.storages.get_storage(sys.argv[1])\n"
+    "optuna.storages.run_grpc_proxy_server(storage, host='127.0.0.1', port=int(sys.argv[2]))\n"
+)
+"""The proxy as its documentation runs it: ``get_storage`` (RDBStorage with Optuna's cache)."""
+
+
+@contextlib.contextmanager
+def grpc_side(database_url: str, clients: int) -> Iterator[Side]:
+    """Optuna's gRPC storage proxy in its own process on ``database_url``; one
+    ``GrpcStorageProxy`` per client thread, as separate worker processes would each hold."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "HPS_DATABASE_URL": database_url,
-        "HPS_TOKEN_FILE": str(directory / "hps.token"),
-    }
-    serve = [*HPS, "serve", "--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(serve, env=env, cwd=directory)
+    server = subprocess.Popen([sys.executable, "-c", GRPC_SERVER, database_url, str(port)])
     try:
-        await_health(url, server)
-        admin = Client(url, token=(directory / "hps.token").read_text().strip())
-        study = admin.submit(
-            {
-                "name": "throughput",
-                "workload": {"name": "postln_transformer"},
-                "n_trials": 100_000,
-                "seeds_per_trial": 1,
-                "sampler": {"type": "random", "seed": 0},
-                "search_space": SPACE,
-            }
+        proxies = [optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)]
+        proxies[0].wait_server_ready(timeout=60)
+        name = f"grpc-{secrets.token_hex(4)}"
+        optuna.create_study(
+            study_name=name, storage=proxies[0], sampler=optuna.samplers.RandomSampler(seed=0)
         )
-        worker_token = admin.create_token("bench", [Scope.WORKER]).token
-        local = threading.local()
-
-        def lifecycle() -> None:
-            if not hasattr(local, "client"):
-                local.client = Client(url, token=worker_token)
-            client: Client = local.client
-            assignment = client.lease(LeaseRequest(worker_id=threading.current_thread().name))
-            assert assignment is not None and assignment.study_id == study.id
-            token = assignment.lease_token
-            for step in range(REPORTS):
-                report = IntermediateReport(lease_token=token, step=step, value=1.0 / (step + 1))
-                client.report(assignment.trial_id, report)
-            seeds = [SeedResult(seed=0, loss=0.5, diverged=False, steps=REPORTS)]
-            client.complete(
-                assignment.trial_id,
-                TrialResult(lease_token=token, state="completed", seeds=seeds),
+        proxies += [
+            optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+            for _ in range(clients - 1)
+        ]
+        studies = [
+            optuna.load_study(
+                study_name=name, storage=p, sampler=optuna.samplers.RandomSampler(seed=i)
             )
+            for i, p in enumerate(proxies)
+        ]
 
-        done, elapsed = _run_threads(clients, seconds, lifecycle)
-        return done / elapsed
+        def step(i: int) -> int:
+            optuna_lifecycle(studies[i])
+            return 1
+
+        yield Side("grpc", step)
+        for proxy in proxies:
+            proxy.close()
     finally:
         stop([server])
+
+
+@contextlib.contextmanager
+def hps_service(database_url: str) -> Iterator[tuple[str, str]]:
+    """The real ``hps serve`` on the (fresh) database at ``database_url`` with one random
+    study; yields its URL and a worker token."""
+    with tempfile.TemporaryDirectory(prefix="hps-throughput-") as tmp:
+        directory = Path(tmp)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "HPS_DATABASE_URL": database_url,
+            "HPS_TOKEN_FILE": str(directory / "hps.token"),
+        }
+        env.pop("HPS_TOKEN", None)
+        serve = [*HPS, "serve", "--port", str(port), "--log-level", "warning"]
+        server = subprocess.Popen(serve, env=env, cwd=directory)
+        try:
+            await_health(url, server)
+            with Client(url, token=(directory / "hps.token").read_text().strip()) as admin:
+                admin.submit(
+                    {
+                        "name": "throughput",
+                        "workload": {"name": "postln_transformer"},
+                        "n_trials": 100_000,
+                        "seeds_per_trial": 1,
+                        "sampler": {"type": "random", "seed": 0},
+                        "search_space": SPACE,
+                    }
+                )
+                token = admin.create_token("bench", [Scope.WORKER]).token
+            yield url, token
+        finally:
+            stop([server])
+
+
+def _reports(client: Client, trial_id: int, lease_token: str) -> list[SeedResult]:
+    for step in range(REPORTS):
+        report = IntermediateReport(lease_token=lease_token, step=step, value=1.0 / (step + 1))
+        client.report(trial_id, report)
+    return [SeedResult(seed=0, loss=0.5, diverged=False, steps=REPORTS)]
+
+
+@contextlib.contextmanager
+def hps_side(database_url: str, clients: int, batch: int) -> Iterator[Side]:
+    """hps over HTTP: one trial per lease (``batch`` 1) or batch leases of ``batch``."""
+    with hps_service(database_url) as (url, token), contextlib.ExitStack() as stack:
+        pool = [stack.enter_context(Client(url, token=token)) for _ in range(clients)]
+
+        def single(i: int) -> int:
+            client = pool[i]
+            assignment = client.lease(LeaseRequest(worker_id=f"bench-{i}"))
+            assert assignment is not None
+            seeds = _reports(client, assignment.trial_id, assignment.lease_token)
+            result = TrialResult(lease_token=assignment.lease_token, state="completed", seeds=seeds)
+            client.complete(assignment.trial_id, result)
+            return 1
+
+        def batched(i: int) -> int:
+            client = pool[i]
+            leased = client.lease_batch(BatchLeaseRequest(worker_id=f"bench-{i}", max_trials=batch))
+            assert leased is not None and len(leased.trials) == batch
+            results = [
+                BatchResultItem(
+                    trial_id=a.trial_id,
+                    lease_token=a.lease_token,
+                    state="completed",
+                    seeds=_reports(client, a.trial_id, a.lease_token),
+                )
+                for a in leased.trials
+            ]
+            answer = client.complete_batch(BatchCompletion(results=results))
+            assert all(outcome.status == 200 for outcome in answer.results), answer
+            return len(results)
+
+        yield Side("hps" if batch == 1 else f"hps-b{batch}", single if batch == 1 else batched)
+
+
+def interleave(sides: list[Side], clients: int, rounds: int, seconds: float) -> None:
+    """Warm every side up, then ``rounds`` rounds of one slice per side, ABC then CBA."""
+    for side in sides:
+        run_slice(clients, min(seconds, 2.0), side.step)
+    for r in range(rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            side.rates.append(run_slice(clients, seconds, side.step))
+        load = os.getloadavg()[0]
+        cells = "  ".join(f"{s.name} {s.rates[-1]:6.1f}" for s in sides)
+        print(f"  round {r + 1}: {cells} /s  (load {load:.1f})", flush=True)
+
+
+def summarise(backend: str, sides: list[Side]) -> None:
+    """Per-round ratios of each side to each baseline and their medians, against the targets."""
+    by_name = {s.name: s for s in sides}
+    medians = ", ".join(f"{s.name} {statistics.median(s.rates):.1f}" for s in sides)
+    print(f"{backend}: median lifecycles/s {medians}")
+    for side in sides:
+        for base in ("raw", "raw-wal", "grpc"):
+            if side.name == base or base not in by_name or side.name.startswith("raw"):
+                continue
+            if base == "grpc" and not side.name.startswith("hps"):
+                continue
+            rates = zip(side.rates, by_name[base].rates, strict=True)
+            ratios = [ours / theirs for ours, theirs in rates]
+            target = TARGETS[backend].get(side.name) if base == "raw" else None
+            wanted = f"  (target >= {target:g})" if target else ""
+            wanted = "  (target > 1)" if base == "grpc" else wanted
+            per_round = " ".join(f"{x:.2f}" for x in ratios)
+            print(
+                f"  {side.name} / {base}: median {statistics.median(ratios):.2f}{wanted}; "
+                f"per round {per_round}"
+            )
+    print(flush=True)
+
+
+def grpc_available() -> bool:
+    return importlib.util.find_spec("grpc") is not None
+
+
+def run_sqlite(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        url = f"sqlite:///{Path(tmp)}/{{}}.db".format
+        sides = [stack.enter_context(raw_side(url("raw")))]
+        sides.append(stack.enter_context(raw_side(url("raw-wal"), wal=True)))
+        sides.append(stack.enter_context(hps_side(url("hps"), args.clients, 1)))
+        if args.batch > 1:
+            sides.append(stack.enter_context(hps_side(url("hps-b"), args.clients, args.batch)))
+        if grpc_available():
+            sides.append(stack.enter_context(grpc_side(url("grpc"), args.clients)))
+        else:
+            print('gRPC proxy side skipped: pip install -e ".[bench]" (grpcio, protobuf)')
+        print(f"SQLite: {', '.join(s.name for s in sides)}", flush=True)
+        interleave(sides, args.clients, args.rounds, args.seconds)
+    summarise("sqlite", sides)
 
 
 @contextlib.contextmanager
@@ -217,36 +391,30 @@ def describe(admin_url: str) -> str:
     return f"PostgreSQL {version.split()[0]}, fsync {fsync}, synchronous_commit {commit}"
 
 
-def print_result(backend: str, raw: float, ours: float) -> None:
-    print(f"raw Optuna on {backend:<12}  {raw:8.1f} lifecycles/s")
-    print(f"hps over HTTP, {backend:<11}  {ours:8.1f} lifecycles/s")
-    print(f"ratio hps / raw Optuna      {ours / raw:8.2f}  (target >= 3)", flush=True)
-
-
-def run_sqlite(clients: int, seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = raw_optuna(f"sqlite:///{Path(tmp) / 'raw.db'}", clients, seconds)
-        ours = through_hps(f"sqlite:///{Path(tmp) / 'hps.db'}", Path(tmp), clients, seconds)
-    print_result("SQLite", raw, ours)
-
-
-def run_postgresql(postgres_url: str | None, clients: int, seconds: float) -> None:
-    """Both sides on one PostgreSQL server; raises ``PostgresUnavailable`` if there is none."""
+def run_postgresql(args: argparse.Namespace) -> None:
+    """Every side on one PostgreSQL server; raises ``PostgresUnavailable`` if there is none."""
     with contextlib.ExitStack() as stack:
-        admin_url = postgres_url or stack.enter_context(local_postgres())
-        where = "existing server" if postgres_url else "throw-away local server"
+        admin_url = args.postgres_url or stack.enter_context(local_postgres())
+        where = "existing server" if args.postgres_url else "throw-away local server"
         print(f"PostgreSQL: {where}, {describe(admin_url)}", flush=True)
-        with fresh_database(admin_url, "raw") as database_url:
-            raw = raw_optuna(database_url, clients, seconds)
-        with fresh_database(admin_url, "hps") as database_url, tempfile.TemporaryDirectory() as tmp:
-            ours = through_hps(database_url, Path(tmp), clients, seconds)
-    print_result("PostgreSQL", raw, ours)
+        raw_url = stack.enter_context(fresh_database(admin_url, "raw"))
+        sides = [stack.enter_context(raw_side(raw_url))]
+        hps_url = stack.enter_context(fresh_database(admin_url, "hps"))
+        sides.append(stack.enter_context(hps_side(hps_url, args.clients, 1)))
+        if args.batch > 1:
+            batch_url = stack.enter_context(fresh_database(admin_url, "hpsb"))
+            sides.append(stack.enter_context(hps_side(batch_url, args.clients, args.batch)))
+        print(f"PostgreSQL: {', '.join(s.name for s in sides)}", flush=True)
+        interleave(sides, args.clients, args.rounds, args.seconds)
+    summarise("postgresql", sides)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="per side and backend")
+    parser.add_argument("--rounds", type=int, default=8, help="slices per side")
+    parser.add_argument("--seconds", type=float, default=5.0, help="one slice of one side")
     parser.add_argument("--clients", type=int, default=4, help="concurrent workers / threads")
+    parser.add_argument("--batch", type=int, default=8, help="trials per batch lease; 1: none")
     parser.add_argument(
         "--backend",
         choices=["sqlite", "postgresql", "both"],
@@ -267,13 +435,17 @@ def main() -> None:
             _psycopg(args.postgres_url)
         except (ValueError, ArgumentError) as error:
             parser.error(f"--postgres-url: {error}")
-    lifecycle = f"lease + {REPORTS} reports + complete"
-    print(f"{args.clients} clients, {args.seconds:g} s each side; a lifecycle is {lifecycle}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(
+        f"{args.clients} clients; {args.rounds} rounds of {args.seconds:g} s per side; a "
+        f"lifecycle is get + {REPORTS} reports + finish; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     if args.backend in ("sqlite", "both"):
-        run_sqlite(args.clients, args.seconds)
+        run_sqlite(args)
     if args.backend in ("postgresql", "both"):
         try:
-            run_postgresql(args.postgres_url, args.clients, args.seconds)
+            run_postgresql(args)
         except PostgresUnavailable as error:
             if args.backend == "postgresql":
                 sys.exit(f"PostgreSQL variant not run: {error}")
