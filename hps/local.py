@@ -77,6 +77,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback ``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def await_health(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
     """Return once ``url`` answers its health check; raise if the server exits or never does."""
     with Client(url, retries=0) as client:
@@ -131,6 +140,13 @@ def launch(
     """
     threads = threads or worker_threads(workers)
     url = f"http://127.0.0.1:{port}"
+    if _listening(port):
+        # Checked first: another hps there would answer the health check for the new one,
+        # which then fails to bind, and "hps is up" would be a lie about someone else's service.
+        raise LocalServiceError(
+            f"port {port} is taken: something (another hps?) already listens on it; stop it, "
+            "or choose another port with --port"
+        )
     token_file = Path(env.get(TOKEN_FILE_ENV) or DEFAULT_TOKEN_FILE)
     if cwd is not None:
         token_file = cwd / token_file

@@ -70,18 +70,35 @@ def test_an_error_or_ctrl_c_in_the_block_stops_the_service_and_every_worker(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc (not Linux)")
-def test_a_service_that_cannot_start_says_why_and_starts_no_worker(tmp_path: Path) -> None:
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     before = _children()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
         with (
-            pytest.raises(LocalServiceError, match=r"port in use\?\); the log ends:") as raised,
+            pytest.raises(LocalServiceError, match=rf"port {port} is taken") as raised,
             launch(
                 port=port, workers=2, env=_environment(tmp_path), poll_s=0.5, log=tmp_path / "log"
             ),
         ):
             pytest.fail("the block ran without a service")
-    assert "address already in use" in str(raised.value).lower()
+    assert "--port" in str(raised.value)
     assert _children() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc (not Linux)")
+def test_a_second_hps_on_the_port_of_a_running_one_is_refused_not_reported_up(
+    tmp_path: Path,
+) -> None:
+    """It was "hps is up" and exit 0: the running service answered the new one's health check."""
+    port = free_port()
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with launch(port=port, workers=0, env=_environment(tmp_path / "first"), poll_s=0.5) as first:
+        with (
+            pytest.raises(LocalServiceError, match=rf"port {port} is taken"),
+            launch(port=port, workers=0, env=_environment(tmp_path / "second"), poll_s=0.5),
+        ):
+            pytest.fail("a second service on a taken port")
+        first.check()  # the first one serves on, untouched
