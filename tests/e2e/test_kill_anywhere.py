@@ -1,9 +1,9 @@
 """Kill the service (SIGKILL) before every write of a protocol step, then check what is left.
 
-For each step (a lease, a report, a completion, an expiry) and each k, the service is started
-armed to kill itself just before the k-th write event of that step's request (a statement, the
-commit, or the answer: tests/e2e/killable_service.py), on one database, until a k past the last
-write lets the request through. After every kill, straight from the database: no trial is
+For each step (a lease, a report, a completion, an expiry, a batch lease, a batch completion)
+and each k, the service is started armed to kill itself just before the k-th write event of
+that step's request (a statement, the commit, or the answer: tests/e2e/killable_service.py), on
+one database, until a k past the last write lets the request through. After every kill, straight from the database: no trial is
 RUNNING without a live lease (nothing would ever reap it). At the end a clean service and a
 hand-played worker finish every study, and every study reads FINISHED.
 """
@@ -135,13 +135,13 @@ class Killable:
         return False
 
 
-def submit(service: Killable) -> int:
+def submit(service: Killable, n_trials: int = 1) -> int:
     spec = {
         "name": "kill",
         "workload": {"name": "postln_transformer"},
         "search_space": SPACE,
         "sampler": {"type": "random", "seed": 1},
-        "n_trials": 1,
+        "n_trials": n_trials,
         "seeds_per_trial": 1,
     }
     with service.admin() as admin:
@@ -194,6 +194,31 @@ def step_complete(service: Killable) -> Any:
     return lambda: service.worker().post(path, json=complete_body(assignment))
 
 
+BATCH = 3
+"""Trials in the batch steps' batch: every write of each, and of the trials after the first."""
+
+
+def lease_batch(service: Killable) -> list[dict[str, Any]]:
+    with service.worker() as worker:
+        body = {"worker_id": "kill:1", "max_trials": BATCH}
+        response = worker.post("/v1/lease-batches", json=body)
+    assert response.status_code == 200, response.text
+    trials: list[dict[str, Any]] = response.json()["trials"]
+    assert len(trials) == BATCH
+    return trials
+
+
+def step_batch_lease(service: Killable) -> Any:
+    submit(service, n_trials=BATCH)
+    return lambda: lease_batch(service)
+
+
+def step_batch_complete(service: Killable) -> Any:
+    submit(service, n_trials=BATCH)
+    results = [{"trial_id": a["trial_id"], **complete_body(a)} for a in lease_batch(service)]
+    return lambda: service.worker().post("/v1/completions", json={"results": results})
+
+
 def step_expiry(service: Killable) -> Any:
     """The second lease request expires the first one's lease (1 s) before it leases."""
     submit(service)
@@ -207,6 +232,8 @@ STEPS = {
     "report": ("/reports", "1", step_report),
     "complete": ("/complete", "1", step_complete),
     "expiry": ("/v1/leases", "2", step_expiry),
+    "batch_lease": ("/v1/lease-batches", "1", step_batch_lease),
+    "batch_complete": ("/v1/completions", "1", step_batch_complete),
 }
 
 
@@ -263,4 +290,6 @@ def test_a_kill_before_any_write_leaves_nothing_orphaned(killable: Killable, ste
     assert orphans(killable.database_url) == []
     with killable.admin() as admin:
         studies = admin.get("/v1/studies").json()
-    assert studies and all(s["counts"]["completed"] == 1 for s in studies), studies
+    assert studies and all(s["counts"]["completed"] == s["spec"]["n_trials"] for s in studies), (
+        studies
+    )
