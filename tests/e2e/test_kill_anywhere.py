@@ -3,9 +3,10 @@
 For each step (a lease, a report, a completion, an expiry, a batch lease, a batch completion)
 and each k, the service is started armed to kill itself just before the k-th write event of
 that step's request (a statement, the commit, or the answer: tests/e2e/killable_service.py), on
-one database, until a k past the last write lets the request through. After every kill, straight from the database: no trial is
-RUNNING without a live lease (nothing would ever reap it). At the end a clean service and a
-hand-played worker finish every study, and every study reads FINISHED.
+one database, until a k past the last write lets the request through. After every kill,
+straight from the database: no trial is RUNNING without a live lease (nothing would ever reap
+it). At the end a clean service and a hand-played worker finish every study, and every study
+reads FINISHED.
 """
 
 from __future__ import annotations
