@@ -2,9 +2,11 @@
 
 For each worker count: the real ``hps serve`` (one uvicorn process, as it is run) on a fresh
 SQLite file, one random-search study with a budget no run exhausts, and N simulated workers in
-this one client process: asyncio tasks sharing one ``httpx.AsyncClient`` (a thousand OS threads
-would measure the client, not the service), as many connections as requests in flight. Each
-does what ``worker.loop`` does, less the training::
+this one client process: asyncio tasks on uvloop, each with its own keep-alive connection, as a
+worker holds one. The client speaks HTTP/1.1 by hand (``Connection``: a pre-built header block,
+a small JSON body, the answer's status and Content-Length), since with httpx the simulator took
+94 % of a core at 1,000 workers and left the service the other one at best. Each worker does
+what ``worker.loop`` does, less the training::
 
     lease -> [trial: a report every trial/5 s; a heartbeat when lease/3 s pass without a
               renewal] -> complete -> lease
@@ -23,11 +25,15 @@ loop: a slow answer delays a worker's next request, so "served" below "offered" 
 service did not keep up. Every request is timed with ``time.perf_counter``; an error is any
 answer but a 2xx (a lease's 204, "no work", is a 2xx), a timeout (``--timeout``, 30 s, so that
 slowness shows as latency) or a failed connection. The client's and the service's CPU over the
-window are printed too: on a small machine the client may be what runs out.
+window are printed too (on a small machine the client may be what runs out), and the service's
+CPU per request served. ``--profile DIR`` samples the service with py-spy over each window and
+prints where that CPU goes.
 
-Target (issue 7): 1,000 workers, p99 lease latency < 200 ms, 0 errors.
+Target (issue 13): 1,000 workers, p99 lease and p99 of all requests < 200 ms, 0 errors, service
+CPU <= 3 ms per request.
 
     python bench/scale.py [--workers 10 100 1000] [--seconds 30] [--trial-seconds 60]
+    python bench/scale.py --workers 1000 --profile /tmp/scale-profile   # needs py-spy
 """
 
 from __future__ import annotations
@@ -35,29 +41,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import resource
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
-from api_schemas import (
-    Heartbeat,
-    IntermediateReport,
-    LeaseRequest,
-    SeedResult,
-    TrialAssignment,
-    TrialResult,
-)
 from api_schemas.tokens import Scope
 from hps.client import Client
 from hps.local import HPS, await_health, free_port, stop
@@ -69,8 +70,12 @@ SPACE = {
 REPORTS = 5
 STEPS_PER_REPORT = 25
 NO_WORK_POLL_S = 1.0
+KEEP_ALIVE_S = 4.0
+"""uvicorn closes a connection idle for 5 s (``timeout_keep_alive``): one idle longer than this
+is opened anew before a request, as an HTTP client's pool would, rather than written into as
+the server closes it."""
 KINDS = ("lease", "report", "heartbeat", "complete")
-TARGET_WORKERS, TARGET_P99_S = 1000, 0.200
+TARGET_WORKERS, TARGET_P99_S, TARGET_CPU_MS = 1000, 0.200, 3.0
 
 
 @dataclass(frozen=True)
@@ -120,84 +125,136 @@ class Result:
     def error_count(self, kind: str | None = None) -> int:
         return sum(n for (k, _), n in self.errors.items() if kind in (None, k))
 
+    def service_ms_per_request(self) -> float:
+        """The service's CPU per request served, in ms (target: <= 3)."""
+        if self.service_cpu is None or not self.served:
+            return float("nan")
+        return self.service_cpu / self.served * 1000
+
+
+class Connection:
+    """One worker's keep-alive HTTP/1.1 connection, spoken by hand over asyncio streams.
+
+    The simulator is the other half of this machine: with httpx (its pool, its models, its
+    header handling per request) 1,000 workers took 94 % of a core before the service got
+    any. Here a request is one pre-built header block and a small JSON body, and an answer is
+    its status line, its Content-Length and its body: what the service needs, nothing else.
+    """
+
+    def __init__(self, host: str, port: int, token: str, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.head = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` (JSON) to ``path``; the status and the body of the answer."""
+        async with asyncio.timeout(self.timeout_s):
+            idle = time.perf_counter() - self.used
+            if self.reader is not None and (self.reader.at_eof() or idle > KEEP_ALIVE_S):
+                self.close()  # as httpx does: a connection the server closed is not reused
+            if self.writer is None or self.reader is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            request = b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n%s" % (
+                path.encode(),
+                self.head,
+                len(body),
+                body,
+            )
+            self.writer.write(request)
+            header = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(header[9:12])
+            length = 0
+            for line in header.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            answer = await self.reader.readexactly(length) if length else b""
+            if b"connection: close" in header.lower():
+                self.close()
+            self.used = time.perf_counter()
+            return status, answer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
 
 class Swarm:
     """N simulated workers against one service; every request they send is recorded."""
 
-    def __init__(self, http: httpx.AsyncClient, load: Load) -> None:
-        self.http = http
+    def __init__(self, host: str, port: int, token: str, load: Load) -> None:
+        self.host, self.port, self.token = host, port, token
         self.load = load
         self.samples: list[Sample] = []
         self.stop = asyncio.Event()
 
     async def run_worker(self, name: str, first_lease_at: float) -> None:
-        if await self._sleep(first_lease_at - time.perf_counter()):
-            return
-        request = LeaseRequest(worker_id=name).model_dump(mode="json")
-        while not self.stop.is_set():
-            response = await self._post("lease", "/v1/leases", request)
-            if response is None or response.status_code != 200:  # 204: no work; or an error
-                if await self._sleep(NO_WORK_POLL_S):  # as a worker polls, then asks again
-                    return
-                continue
-            await self._trial(TrialAssignment.model_validate(response.json()))
-
-    async def _trial(self, assignment: TrialAssignment) -> None:
-        trial, token = assignment.trial_id, assignment.lease_token
-        done = asyncio.Event()
-        renewed = [time.perf_counter()]  # when the lease was last renewed, as Heartbeats keeps it
-        beats = asyncio.create_task(self._heartbeats(trial, token, done, renewed))
+        connection = Connection(self.host, self.port, self.token, self.load.timeout_s)
         try:
-            for k in range(1, REPORTS + 1):
-                if await self._sleep(self.load.trial_s / REPORTS):
-                    return  # the run is over; the trial is abandoned with the service
-                step = k * STEPS_PER_REPORT
-                report = IntermediateReport(lease_token=token, step=step, value=1.0 / k)
-                answer = await self._post(
-                    "report", f"/v1/trials/{trial}/reports", report.model_dump(mode="json")
-                )
-                if answer is not None and answer.status_code == 409:
-                    return  # the lease is lost: a real worker drops the trial
-                if answer is not None and answer.is_success:
-                    renewed[0] = time.perf_counter()
-            seeds = [
-                SeedResult(seed=s, loss=0.5, diverged=False, steps=REPORTS * STEPS_PER_REPORT)
-                for s in assignment.seeds
-            ]
-            result = TrialResult(lease_token=token, state="completed", seeds=seeds)
-            await self._post(
-                "complete", f"/v1/trials/{trial}/complete", result.model_dump(mode="json")
-            )
+            if await self._sleep(first_lease_at - time.perf_counter()):
+                return
+            request = json.dumps({"worker_id": name}).encode()
+            while not self.stop.is_set():
+                answer = await self._post(connection, "lease", "/v1/leases", request)
+                if answer is None or answer[0] != 200:  # 204: no work; or an error
+                    if await self._sleep(NO_WORK_POLL_S):  # as a worker polls, then asks again
+                        return
+                    continue
+                await self._trial(connection, json.loads(answer[1]))
         finally:
-            done.set()  # as Heartbeats.stop: no new beat, and one on the wire is waited for
-            await beats
+            connection.close()
 
-    async def _heartbeats(
-        self, trial: int, token: str, done: asyncio.Event, renewed: list[float]
-    ) -> None:
-        body = Heartbeat(lease_token=token).model_dump(mode="json")
-        while True:
-            due = renewed[0] + self.load.heartbeat_s
-            if await _wait(done, due - time.perf_counter()):
+    async def _trial(self, connection: Connection, assignment: dict[str, Any]) -> None:
+        """One trial as ``worker.loop`` runs it: a report every trial/5 s, and a heartbeat
+        whenever lease/3 s pass without a renewal (one coroutine: the beats fall between
+        reports, so the requests and their times are those of the worker's two threads)."""
+        trial, token = assignment["trial_id"], assignment["lease_token"]
+        gap, beat = self.load.trial_s / REPORTS, self.load.heartbeat_s
+        heartbeat = json.dumps({"lease_token": token}).encode()
+        for k in range(1, REPORTS + 1):
+            renewed = time.perf_counter()
+            due = renewed + gap
+            while renewed + beat < due:
+                if await self._sleep(renewed + beat - time.perf_counter()):
+                    return
+                renewed = time.perf_counter()
+                path = f"/v1/trials/{trial}/heartbeat"
+                answer = await self._post(connection, "heartbeat", path, heartbeat)
+                if answer is not None and answer[0] == 409:
+                    return  # the lease is lost: a real worker drops the trial
+            if await self._sleep(due - time.perf_counter()):
+                return  # the run is over; the trial is abandoned with the service
+            report = {"lease_token": token, "step": k * STEPS_PER_REPORT, "value": 1.0 / k}
+            path = f"/v1/trials/{trial}/reports"
+            answer = await self._post(connection, "report", path, json.dumps(report).encode())
+            if answer is not None and answer[0] == 409:
                 return
-            if time.perf_counter() < renewed[0] + self.load.heartbeat_s:
-                continue  # a report renewed the lease meanwhile
-            renewed[0] = time.perf_counter()
-            answer = await self._post("heartbeat", f"/v1/trials/{trial}/heartbeat", body)
-            if answer is not None and answer.status_code == 409:
-                return
+        steps = REPORTS * STEPS_PER_REPORT
+        seeds = [
+            {"seed": s, "loss": 0.5, "diverged": False, "steps": steps} for s in assignment["seeds"]
+        ]
+        result = json.dumps({"lease_token": token, "state": "completed", "seeds": seeds})
+        await self._post(connection, "complete", f"/v1/trials/{trial}/complete", result.encode())
 
-    async def _post(self, kind: str, path: str, body: dict[str, Any]) -> httpx.Response | None:
+    async def _post(
+        self, connection: Connection, kind: str, path: str, body: bytes
+    ) -> tuple[int, bytes] | None:
         """POST and record it; the answer (2xx or not), or None when none came."""
         started = time.perf_counter()
         try:
-            response = await self.http.post(path, json=body)
-        except httpx.HTTPError as failure:
+            status, answer = await connection.post(path, body)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as failure:
+            connection.close()
             self._record(kind, started, type(failure).__name__)
             return None
-        error = None if response.is_success else f"{response.status_code} {response.text[:120]}"
+        error = None if 200 <= status < 300 else f"{status} {answer[:120]!r}"
         self._record(kind, started, error)
-        return response
+        return status, answer
 
     def _record(self, kind: str, started: float, error: str | None) -> None:
         self.samples.append(Sample(kind, started, time.perf_counter() - started, error))
@@ -223,33 +280,35 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def simulate(url: str, token: str, workers: int, load: Load, service_pid: int) -> Result:
-    limits = httpx.Limits(max_connections=2 * workers, max_keepalive_connections=2 * workers)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, timeout=load.timeout_s, limits=limits
-    ) as http:
-        swarm = Swarm(http, load)
-        begin = time.perf_counter()
-        tasks = [
-            asyncio.create_task(swarm.run_worker(f"sim-{i}", begin + load.ramp_s * i / workers))
-            for i in range(workers)
-        ]
-        start = begin + load.ramp_s
-        await asyncio.sleep(start - time.perf_counter())
-        cpu0, service0 = time.process_time(), _cpu_s(service_pid)
-        await asyncio.sleep(load.seconds)
-        cpu1, service1 = time.process_time(), _cpu_s(service_pid)
-        end = start + load.seconds
-        # Requests on the wire finish (within the timeout) so the slowest are not dropped.
-        swarm.stop.set()
-        finished, late = await asyncio.wait(tasks, timeout=load.timeout_s + 5)
-        for task in late:
-            task.cancel()
-        for task in finished:
-            error = task.exception()
-            if error is not None:  # a bug in this bench: never hide it
-                raise error
+async def simulate(
+    url: str, token: str, workers: int, load: Load, service_pid: int, profile: Path | None
+) -> Result:
+    address = urlsplit(url)
+    assert address.hostname is not None and address.port is not None
+    swarm = Swarm(address.hostname, address.port, token, load)
+    begin = time.perf_counter()
+    tasks = [
+        asyncio.create_task(swarm.run_worker(f"sim-{i}", begin + load.ramp_s * i / workers))
+        for i in range(workers)
+    ]
+    start = begin + load.ramp_s
+    await asyncio.sleep(start - time.perf_counter())
+    spy = None if profile is None else py_spy(service_pid, load.seconds, profile)
+    cpu0, service0 = time.process_time(), _cpu_s(service_pid)
+    await asyncio.sleep(load.seconds)
+    cpu1, service1 = time.process_time(), _cpu_s(service_pid)
+    if spy is not None:
+        spy.wait()
+    end = start + load.seconds
+    # Requests on the wire finish (within the timeout) so the slowest are not dropped.
+    swarm.stop.set()
+    finished, late = await asyncio.wait(tasks, timeout=load.timeout_s + 5)
+    for task in late:
+        task.cancel()
+    for task in finished:
+        error = task.exception()
+        if error is not None:  # a bug in this bench: never hide it
+            raise error
     counted = [s for s in swarm.samples if start <= s.started < end]
     service_cpu = None
     if service0 is not None and service1 is not None:
@@ -287,16 +346,63 @@ def serve(directory: Path, lease_s: float) -> Iterator[tuple[str, subprocess.Pop
             stop([server])
 
 
-def run(workers: int, load: Load) -> Result:
+def py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    """Sample ``pid``'s Python stacks for ``seconds`` into ``output`` (py-spy's raw format:
+    one ``frame;frame;... count`` line per stack). Only the thread holding the GIL is sampled:
+    in a process bound by one interpreter that is where its CPU goes, and threads waiting for
+    work or for the lock are left out."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
+    command += ["--rate", "200", "--gil", "--format", "raw", "--output", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+def profile_summary(raw: Path, top: int = 12) -> str:
+    """Where a py-spy raw profile's samples are: at the top of the stack by package (self
+    time), and under each route and each hps function (inclusive), as percentages."""
+    own: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        name, _, where = frames[-1].partition(" (")
+        package = where.split("/", 1)[0] if "/" in where else "stdlib " + where.split(":")[0]
+        own[package] += n
+        functions[f"{name} ({where.split(':')[0]})"] += n
+        for frame in {f.split(":")[0] for f in frames if " (service/" in f}:
+            ours[frame] += n
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples while holding the GIL; self % by package:"]
+    lines += [f"  {100 * n / total:5.1f}  {package}" for package, n in own.most_common(top)]
+    lines.append("inclusive % under hps's functions:")
+    lines += [f"  {100 * n / total:5.1f}  {frame})" for frame, n in ours.most_common(2 * top)]
+    lines.append("self % by function:")
+    lines += [f"  {100 * n / total:5.1f}  {frame}" for frame, n in functions.most_common(top)]
+    return "\n".join(lines)
+
+
+def run(workers: int, load: Load, profile: Path | None = None) -> Result:
     """One worker count against a fresh service and database."""
     with tempfile.TemporaryDirectory(prefix="hps-scale-") as tmp:
         directory = Path(tmp)
         with serve(directory, load.lease_s) as (url, server):
-            return _run(directory, url, server, workers, load)
+            return _run(directory, url, server, workers, load, profile)
 
 
 def _run(
-    directory: Path, url: str, server: subprocess.Popen[bytes], workers: int, load: Load
+    directory: Path,
+    url: str,
+    server: subprocess.Popen[bytes],
+    workers: int,
+    load: Load,
+    profile: Path | None,
 ) -> Result:
     with Client(url, token=(directory / "hps.token").read_text().strip()) as admin:
         admin.submit(
@@ -310,11 +416,21 @@ def _run(
             }
         )
         token = admin.create_token("scale-bench", [Scope.WORKER]).token
-    result = asyncio.run(simulate(url, token, workers, load, server.pid))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        result = runner.run(simulate(url, token, workers, load, server.pid, profile))
     if result.error_count():
         log = (directory / "hps.log").read_text(errors="replace")
         result.log_tail = "\n".join(log.splitlines()[-15:])
     return result
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (it comes with uvicorn[standard]): the cheaper one."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _raise_file_limit(needed: int) -> None:
@@ -337,14 +453,16 @@ def report(load: Load, results: list[Result]) -> None:
     )
     print(
         f"{'workers':>7} {'offered/s':>9} {'served/s':>9} {'lease p50':>9} {'lease p99':>9} "
-        f"{'all p50':>8} {'all p99':>8} {'errors':>6} {'client cpu':>10} {'service cpu':>11}"
+        f"{'all p50':>8} {'all p99':>8} {'errors':>6} {'client cpu':>10} {'service cpu':>11} "
+        f"{'ms/request':>10}"
     )
     for r in results:
         service = "n/a" if r.service_cpu is None else f"{r.service_cpu:.0%}"
         print(
             f"{r.workers:>7} {r.offered:>9.1f} {r.served:>9.1f} {_ms(r.p('lease', 50)):>9} "
             f"{_ms(r.p('lease', 99)):>9} {_ms(r.p(None, 50))} {_ms(r.p(None, 99))} "
-            f"{r.error_count():>6} {r.client_cpu:>10.0%} {service:>11}"
+            f"{r.error_count():>6} {r.client_cpu:>10.0%} {service:>11} "
+            f"{r.service_ms_per_request():>10.2f}"
         )
     print("\nby kind (ms): requests counted, p50, p99, errors")
     for r in results:
@@ -360,9 +478,14 @@ def report(load: Load, results: list[Result]) -> None:
         if r.log_tail:
             print(f"  the service's log ends:\n{r.log_tail}")
     largest = max(results, key=lambda r: r.workers)
-    met = largest.p("lease", 99) < TARGET_P99_S and largest.error_count() == 0
+    met = (
+        largest.p("lease", 99) < TARGET_P99_S
+        and largest.p(None, 99) < TARGET_P99_S
+        and largest.error_count() == 0
+    )
     print(
-        f"\ntarget ({TARGET_WORKERS} workers: p99 lease < {TARGET_P99_S * 1000:.0f} ms, 0 errors): "
+        f"\ntarget ({TARGET_WORKERS} workers: p99 lease and p99 of all < "
+        f"{TARGET_P99_S * 1000:.0f} ms, 0 errors; service CPU <= {TARGET_CPU_MS:g} ms/request): "
         f"{'met' if met else 'NOT met'} at {largest.workers} workers"
         + ("" if largest.workers >= TARGET_WORKERS else f", but it is set for {TARGET_WORKERS}")
     )
@@ -376,6 +499,13 @@ def main() -> None:
     parser.add_argument("--lease-seconds", type=float, default=30.0, help="HPS_LEASE_SECONDS")
     parser.add_argument("--ramp", type=float, default=None, help="default: one trial")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="sample the service with py-spy over each window (pip install py-spy) into "
+        "DIR/service-N.txt and print where its CPU goes",
+    )
     args = parser.parse_args()
     load = Load(
         trial_s=args.trial_seconds,
@@ -388,9 +518,17 @@ def main() -> None:
         print("note: a ramp shorter than a trial bunches the leases: the window may miss them")
     _raise_file_limit(2 * max(args.workers) + 256)
     results = []
+    profiles = []
     for workers in args.workers:
-        results.append(run(workers, load))
+        profile = None if args.profile is None else args.profile / f"service-{workers}.txt"
+        if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            profiles.append((workers, profile))
+        results.append(run(workers, load, profile))
         print(f"... {workers} workers done", flush=True)
+    for workers, profile in profiles:
+        print(f"\nthe service's profile at {workers} workers ({profile}):")
+        print(profile_summary(profile))
     report(load, results)
 
 
