@@ -65,6 +65,10 @@ from service.store import Lease, Store
 from service.studies import Clock, Studies, StudyHandle, utc_now
 from service.trial_record import TrialRecord
 
+EXPIRE_ON_LEASE_EVERY = timedelta(seconds=1)
+"""How often a lease first expires lost workers' leases (the reaper does it every few seconds
+too): on every lease, the scan was half the service's CPU at 1,000 workers (BENCHMARKS.md,
+"Scale"), and a re-queued trial a second later changes nothing."""
 RETRYABLE = (FailureKind.INTERRUPTED, FailureKind.LEASE_EXPIRED)
 """Failures that say nothing about the parameters (the worker went away): run them again."""
 
@@ -90,6 +94,7 @@ class Leases:
         self._lease_for = timedelta(seconds=lease_seconds)
         self._max_attempts = max_attempts
         self._clock = clock
+        self._expired_at: datetime | None = None
 
     # --- lease -------------------------------------------------------------------------------
 
@@ -105,7 +110,12 @@ class Leases:
         return LeaseBatch(trials=started) if started else None
 
     def _lease_up_to(self, request: LeaseRequest, *, max_trials: int) -> list[TrialAssignment]:
-        self.expire()
+        # Lost workers' trials go back in the queue before the next one is chosen, at most once
+        # a second (two leases racing here both expiring is harmless: expire is idempotent).
+        now = self._clock()
+        if self._expired_at is None or now - self._expired_at >= EXPIRE_ON_LEASE_EVERY:
+            self._expired_at = now
+            self.expire()
         candidates = []
         for study_id in self._studies.running_ids():
             handle = self._studies.handle(study_id)
