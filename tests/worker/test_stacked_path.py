@@ -102,20 +102,24 @@ def test_stacked_trial_records_what_the_sequential_trial_records(
 
 
 def test_a_diverging_seed_leaves_the_stack_and_the_others_train_on() -> None:
-    # At this lr, of the tiny model's seeds 0-5, three explode by step 30, two collapse and one
-    # trains: the stack shrinks at the report that finds them, as the sequential runs stop.
+    # At this lr, of the tiny model's seeds 0-5, three explode by step 30 and the others run to
+    # the end: the stack shrinks at the report that finds them, as the sequential runs stop.
     # The lr is so high that every run amplifies rounding (reports differ by a few percent
-    # between the paths); which seeds fail, and when, does not.
+    # between the paths); which seeds explode, and when, does not. Whether a seed that runs to
+    # the end lands above or below the collapse line can (seed 0 ends at 0.88 x chance stacked
+    # and at 0.9 sequentially on some CPUs), so that is not compared here: the paths' losses at
+    # sane lrs are, to 1e-5 (tests/worker/test_stacked.py).
     params: dict[str, Scalar] = {"optimizer": "sgd", "lr": 1.0, "momentum": 0.9}
     stacked, _ = _train(params, list(range(6)))
     sequential, _ = _train(params, list(range(6)), stacking=SEQUENTIAL)
-    assert [(s.diverged, s.steps) for s in stacked.seeds] == [
-        (s.diverged, s.steps) for s in sequential.seeds
-    ]
-    assert {s.steps for s in stacked.seeds} == {30, 40}
-    assert not all(s.diverged for s in stacked.seeds)
-    for seed, other in zip(stacked.seeds, sequential.seeds, strict=True):
-        assert seed.loss == pytest.approx(other.loss, rel=1e-2)
+    full = max(s.steps for s in sequential.seeds)
+    assert [s.steps for s in stacked.seeds] == [s.steps for s in sequential.seeds]
+    exploded = [s.steps < full for s in stacked.seeds]
+    assert sum(exploded) == 3 and not all(exploded), [s.steps for s in stacked.seeds]
+    for seed, other, left in zip(stacked.seeds, sequential.seeds, exploded, strict=True):
+        if left:  # recorded as diverged at the chance loss, on both paths alike
+            assert seed.diverged and other.diverged
+            assert seed.loss == pytest.approx(other.loss, rel=1e-6)
 
 
 def test_stacks_of_a_few_models_train_in_lockstep(caplog: pytest.LogCaptureFixture) -> None:
