@@ -269,6 +269,11 @@ def finish_everything(service: Killable) -> None:
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_a_kill_before_any_write_leaves_nothing_orphaned(killable: Killable, step: str) -> None:
+    if step.startswith("batch") and killable.database_url.startswith("sqlite"):
+        # The batch steps write through the same Store transaction as the single ones, which
+        # are killed on both backends; killing them on PostgreSQL alone keeps `make test`
+        # within its time (each is minutes).
+        pytest.skip("batch steps are killed on PostgreSQL only (the single steps on both)")
     path, nth, prepare = STEPS[step]
     kills = 0
     for k in range(1, MAX_EVENTS + 1):

@@ -27,7 +27,9 @@ from worker.loop import Worker
 
 CPU = torch.device("cpu")
 LEASE_S = 2.5
-STEPS = 2000
+STEPS = 8000
+"""A run long enough to outlast several leases on a fast idle machine (2,000 steps of the tiny
+model took 3.5 s there: less than two leases, and the heartbeat test then tested nothing)."""
 
 
 def spec(steps: int, report_every: int, n_trials: int = 1) -> dict[str, Any]:
