@@ -27,6 +27,7 @@ QUICK: dict[str, list[str]] = {
     "call_costs": ["--lifecycles", "20"],
     "analysis_bench": ["--sizes", "200", "--seeds", "2", "--repeats", "1"],
     "growth": ["--sizes", "100", "1000", "--leases", "20", "--analyses", "1"],
+    "oversized_grid": ["--seconds", "1"],
     # 40 workers with 15 s trials send about 27 requests/s: within what a 2-core machine serves.
     "scale": [
         *("--workers", "10", "40", "--seconds", "10"),
