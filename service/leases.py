@@ -32,7 +32,6 @@ from typing import NoReturn
 import optuna
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api_schemas import (
@@ -57,7 +56,6 @@ from api_schemas.trials import (
 from service import trial_record
 from service import trials as tv
 from service.errors import HpsError, InvalidResult, LeaseConflict, NotFound
-from service.models import StudyRow
 from service.objective import check_seeds, objective
 from service.pruning import may_prune
 from service.sampling import sample
@@ -215,7 +213,7 @@ class Leases:
                 session, trial_id, report.step, report.value
             ):  # it ended meanwhile: the renewal is rolled back with this
                 raise LeaseConflict(f"trial {trial_id} is no longer running")
-            state = session.scalar(select(StudyRow.state).where(StudyRow.id == renewed.study_id))
+            state = self._store.study_state(session, renewed.study_id)
         if state == StudyState.CANCELLED:
             return True  # stop now; the worker completes it as pruned with what it has
         handle = self._studies.handle(renewed.study_id)

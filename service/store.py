@@ -6,8 +6,9 @@ concurrent request threads wait instead of failing with "database is locked". On
 several service replicas may share the database: what must happen once across all of them is
 decided by row locks taken in ``Store.transaction``, never in memory.
 
-This module is the seam to Optuna's storage and to SQL: nothing else in hps touches either,
-and nothing else uses Optuna's private names. ``tests/service/test_storage_contract.py`` holds
+This module, with the statements it runs (``service.sql``, built once), is the seam to
+Optuna's storage and to SQL: nothing else in hps touches either, and nothing else uses Optuna's
+private names. ``tests/service/test_storage_contract.py`` holds
 it to its contract on both backends, so that an Optuna upgrade fails there first.
 
 hps's tables are created and upgraded by Alembic migrations (``service/migrations``) at start,
@@ -44,22 +45,17 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
-    exists,
-    func,
-    insert,
     inspect,
     select,
     text,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import StudySpec
+from service import sql
 from service.errors import RefusedValue, StorageUnavailable
 from service.migrations import VERSION_TABLE
-from service.models import LeaseRow, StudyRow
-from service.trial_record import ATTR_RETRIED
+from service.models import StudyRow
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 QUEUED_SCAN = 2048
@@ -161,13 +157,66 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _lease(row: LeaseRow) -> Lease:
+def _lease(row: Any) -> Lease:
+    """A lease from a row of ``sql.LEASE``'s columns."""
     return Lease(
         trial_id=row.trial_id,
         study_id=row.study_id,
         token_hash=row.token_hash,
         expires_at=_aware(row.expires_at),
         released=row.released,
+    )
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _upsert_attrs(session: Session, kind: str, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` (``kind``: user or system attributes) on the trial, JSON-encoded as
+    Optuna encodes them, in one statement."""
+    if attrs:
+        rows = [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+        session.execute(sql.UPSERT_ATTRS[_dialect(session)][kind], rows)
+
+
+def _frozen_trial(session: Session, trial_id: int) -> FrozenTrial:
+    """The trial as stored now, read in ``session`` by six prebuilt queries (Optuna's ORM
+    builds an object per row and loads each relation apart: most of a completion's time);
+    KeyError if there is none."""
+    key = {"tid": trial_id}
+    row = session.execute(sql.TRIAL_ROW, key).one_or_none()
+    if row is None:
+        raise KeyError(f"no trial with id {trial_id}")
+    params: dict[str, Any] = {}
+    distributions: dict[str, BaseDistribution] = {}
+    for name, internal, encoded in session.execute(sql.TRIAL_PARAMS, key):
+        distributions[name] = distribution = json_to_distribution(encoded)
+        params[name] = distribution.to_external_repr(internal)
+    decode_value = optuna_models.TrialValueModel.stored_repr_to_value
+    objectives = {
+        objective: decode_value(stored, kind)
+        for objective, stored, kind in session.execute(sql.TRIAL_VALUES, key)
+    }
+    decode_step = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    return FrozenTrial(
+        number=row.number,
+        state=row.state,
+        value=None,
+        values=[objectives[i] for i in sorted(objectives)] if objectives else None,
+        datetime_start=row.datetime_start,
+        datetime_complete=row.datetime_complete,
+        params=params,
+        distributions=distributions,
+        user_attrs={k: json.loads(v) for k, v in session.execute(sql.TRIAL_USER_ATTRS, key)},
+        system_attrs={k: json.loads(v) for k, v in session.execute(sql.TRIAL_SYSTEM_ATTRS, key)},
+        intermediate_values={
+            step: decode_step(stored, kind)
+            for step, stored, kind in session.execute(sql.TRIAL_STEPS, key)
+        },
+        trial_id=row.trial_id,
     )
 
 
@@ -231,26 +280,10 @@ class Store:
                 with self._sessions.begin() as session:
                     studies, leases = _ids(study_id), _ids(lease_id)
                     if studies:
-                        session.execute(
-                            select(StudyRow.id)
-                            .where(StudyRow.id.in_(studies))
-                            .order_by(StudyRow.id)
-                            .with_for_update()
-                        )
-                        study = optuna_models.StudyModel
-                        session.execute(
-                            select(study.study_id)
-                            .where(study.study_id.in_(studies))
-                            .order_by(study.study_id)
-                            .with_for_update()
-                        )
+                        session.execute(sql.LOCK_STUDIES, {"ids": studies})
+                        session.execute(sql.LOCK_OPTUNA_STUDIES, {"ids": studies})
                     if leases:
-                        session.execute(
-                            select(LeaseRow.trial_id)
-                            .where(LeaseRow.trial_id.in_(leases))
-                            .order_by(LeaseRow.trial_id)
-                            .with_for_update()
-                        )
+                        session.execute(sql.LOCK_LEASES, {"ids": leases})
                     yield session
             except sqlalchemy.exc.DataError as error:
                 raise RefusedValue(f"the database refused a value: {error.orig}") from error
@@ -265,20 +298,12 @@ class Store:
 
     def trial_counts(self, study_id: int, session: Session | None = None) -> TrialCounts:
         """Count a study's trials in SQL, over Optuna's tables (loading them all is O(trials))."""
-        trial = optuna_models.TrialModel
-        attr = optuna_models.TrialUserAttributeModel
-        retried = exists().where(attr.trial_id == trial.trial_id, attr.key == ATTR_RETRIED)
-        stmt = (
-            select(trial.state, func.count())
-            .where(trial.study_id == study_id, ~retried)
-            .group_by(trial.state)
-        )
         with contextlib.ExitStack() as stack:
             if session is None:
                 session = stack.enter_context(self.transaction())
             by_state: dict[OptunaState, int] = {
                 OptunaState(state) if not isinstance(state, OptunaState) else state: n
-                for state, n in session.execute(stmt).all()
+                for state, n in session.execute(sql.COUNT_BY_STATE, {"sid": study_id}).all()
             }
         return TrialCounts(
             counted=sum(by_state.values()),
@@ -286,12 +311,20 @@ class Store:
             waiting=by_state.get(OptunaState.WAITING, 0),
         )
 
+    def running_study_ids(self) -> list[int]:
+        """The studies whose stored state is RUNNING, in id order."""
+        with self.transaction() as session:
+            return list(session.scalars(sql.RUNNING_STUDIES).all())
+
+    def study_state(self, session: Session, study_id: int) -> str | None:
+        """The study's stored state (``StudyState``'s value), or None for an unknown study."""
+        return session.scalar(sql.STUDY_STATE, {"sid": study_id})
+
     def trial(self, trial_id: int, session: Session | None = None) -> FrozenTrial:
         """The trial as stored now (in ``session`` when given); KeyError if there is none."""
         if session is None:
             return self.optuna_storage.get_trial(trial_id)
-        model = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
-        return self.optuna_storage._build_frozen_trial_from_trial_model(model)
+        return _frozen_trial(session, trial_id)
 
     def trials(self, study_id: int) -> list[FrozenTrial]:
         """Every trial of the study, in number order, as Optuna's ``get_trials`` gives them.
@@ -407,20 +440,20 @@ class Store:
         with contextlib.ExitStack() as stack:
             if session is None:
                 session = stack.enter_context(self.transaction())
-            row = session.get(LeaseRow, trial_id)
+            row = session.execute(sql.LEASE, {"tid": trial_id}).one_or_none()
             return None if row is None else _lease(row)
 
     def leases(self, trial_ids: Collection[int]) -> dict[int, Lease]:
         """The leases on those of ``trial_ids`` that were ever leased, by trial id (one query)."""
-        stmt = select(LeaseRow).where(LeaseRow.trial_id.in_(list(trial_ids)))
         with self.transaction() as session:
-            return {row.trial_id: _lease(row) for row in session.scalars(stmt).all()}
+            rows = session.execute(sql.LEASES_OF, {"ids": list(trial_ids)}).all()
+        return {row.trial_id: _lease(row) for row in rows}
 
     def expired_leases(self, now: datetime) -> list[Lease]:
         """Leases not released whose time ran out by ``now``."""
-        stmt = select(LeaseRow).where(LeaseRow.released.is_(False), LeaseRow.expires_at <= now)
         with self.transaction() as session:
-            return [_lease(row) for row in session.scalars(stmt).all()]
+            rows = session.execute(sql.EXPIRED_LEASES, {"now": now}).all()
+        return [_lease(row) for row in rows]
 
     # --- the lease ----------------------------------------------------------------------------
 
@@ -435,14 +468,8 @@ class Store:
         batch's later trials train the first one's workload); None when trials are queued but
         none is like that (a new trial would overrun the budget that the queued ones fill).
         """
-        trial = optuna_models.TrialModel
-        waiting = (
-            select(trial.trial_id)
-            .where(trial.study_id == study_id, trial.state == OptunaState.WAITING)
-            .order_by(trial.number)
-        )
         if like is None:
-            queued = session.scalar(waiting.limit(1))
+            queued = session.scalar(sql.FIRST_WAITING, {"sid": study_id})
         else:
             candidates = self._queued_fixed_params(session, study_id)
             queued = next(
@@ -461,7 +488,7 @@ class Store:
             frozen.state = OptunaState.RUNNING
             frozen.datetime_start = now
             return frozen
-        number = session.scalar(select(func.count()).where(trial.study_id == study_id))
+        number = session.scalar(sql.COUNT_TRIALS, {"sid": study_id})
         return FrozenTrial(
             number=int(number or 0),
             state=OptunaState.RUNNING,
@@ -492,32 +519,22 @@ class Store:
         transaction (a batch lease) must see it as the sampler would once it is stored
         (``sampling``), and the sampler reads through Optuna's own connection, which cannot.
         """
-        model = optuna_models.TrialModel
         trial_id = trial_id_of(trial)
         if trial_id < 0:
             trial_id = session.execute(
-                insert(model.__table__)
-                .values(
-                    number=trial.number,
-                    study_id=study_id,
-                    state=OptunaState.RUNNING,
-                    datetime_start=trial.datetime_start,
-                )
-                .returning(model.__table__.c.trial_id)
+                sql.INSERT_TRIAL,
+                {"num": trial.number, "sid": study_id, "start": trial.datetime_start},
             ).scalar_one()
         else:
             claimed = session.execute(
-                update(model)
-                .where(model.trial_id == trial_id, model.state == OptunaState.WAITING)
-                .values(state=OptunaState.RUNNING, datetime_start=trial.datetime_start)
-                .execution_options(synchronize_session=False)
+                sql.CLAIM_TRIAL, {"tid": trial_id, "start": trial.datetime_start}
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 raise StorageUnavailable(f"queued trial {trial_id} was taken meanwhile")
         self._check_distributions(study_id, trial.distributions)
         if trial.params:
             session.execute(
-                insert(optuna_models.TrialParamModel.__table__),
+                sql.INSERT_PARAMS,
                 [
                     {
                         "trial_id": trial_id,
@@ -528,15 +545,8 @@ class Store:
                     for name, value in trial.params.items()
                 ],
             )
-        self._upsert_attrs(
-            session,
-            optuna_models.TrialUserAttributeModel,
-            trial_id,
-            {**trial.user_attrs, **user_attrs},
-        )
-        self._upsert_attrs(
-            session, optuna_models.TrialSystemAttributeModel, trial_id, trial.system_attrs
-        )
+        _upsert_attrs(session, "user", trial_id, {**trial.user_attrs, **user_attrs})
+        _upsert_attrs(session, "system", trial_id, trial.system_attrs)
         stored = copy.deepcopy(trial)
         stored._trial_id = int(trial_id)
         stored.user_attrs = {**trial.user_attrs, **user_attrs}
@@ -569,38 +579,16 @@ class Store:
                 first = known.setdefault(name, distribution)
                 check_distribution_compatibility(first, distribution)
 
-    def _upsert_attrs(
-        self,
-        session: Session,
-        model: type[
-            optuna_models.TrialUserAttributeModel | optuna_models.TrialSystemAttributeModel
-        ],
-        trial_id: int,
-        attrs: Mapping[str, Any],
-    ) -> None:
-        """Set ``attrs`` on the trial in one statement, JSON-encoded as Optuna encodes them."""
-        if not attrs:
-            return
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        rows = [
-            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
-        ]
-        stmt = dialect.insert(model.__table__).values(rows)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["trial_id", "key"], set_={"value_json": stmt.excluded.value_json}
-            )
-        )
-
     def add_lease(self, session: Session, lease: Lease) -> None:
-        session.add(
-            LeaseRow(
-                trial_id=lease.trial_id,
-                study_id=lease.study_id,
-                token_hash=lease.token_hash,
-                expires_at=lease.expires_at,
-                released=False,
-            )
+        session.execute(
+            sql.INSERT_LEASE,
+            {
+                "trial_id": lease.trial_id,
+                "study_id": lease.study_id,
+                "token_hash": lease.token_hash,
+                "expires_at": lease.expires_at,
+                "released": False,
+            },
         )
 
     # --- reports --------------------------------------------------------------------------------
@@ -614,19 +602,8 @@ class Store:
         One conditional UPDATE, so a renewal and the reaper cannot both win: a lease the
         reaper has seen expired is never renewed, and a renewed one is never reaped.
         """
-        stmt = (
-            update(LeaseRow)
-            .where(
-                LeaseRow.trial_id == trial_id,
-                LeaseRow.token_hash == token_hash,
-                LeaseRow.released.is_(False),
-                LeaseRow.expires_at > now,
-            )
-            .values(expires_at=until)
-            .returning(LeaseRow)
-            .execution_options(synchronize_session=False)
-        )
-        row = session.scalars(stmt).one_or_none()
+        params = {"tid": trial_id, "hash": token_hash, "now": now, "until": until}
+        row = session.execute(sql.RENEW, params).one_or_none()
         return None if row is None else _lease(row)
 
     def record_intermediate_value(
@@ -641,9 +618,7 @@ class Store:
         reads the trial first); Optuna's cache holds finished trials only, so it never serves a
         running trial's values stale.
         """
-        trial = optuna_models.TrialModel
-        state = session.scalar(select(trial.state).where(trial.trial_id == trial_id))
-        if state != OptunaState.RUNNING:
+        if session.scalar(sql.TRIAL_STATE, {"tid": trial_id}) != OptunaState.RUNNING:
             return False
         model = optuna_models.TrialIntermediateValueModel
         stored, kind = model.intermediate_value_to_stored_repr(value)
@@ -653,9 +628,7 @@ class Store:
             "intermediate_value": stored,
             "intermediate_value_type": kind,
         }
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(model.__table__).values(row)
-        session.execute(insert.on_conflict_do_nothing(index_elements=["trial_id", "step"]))
+        session.execute(sql.INSERT_STEP[_dialect(session)], row)
         return True
 
     # --- the end of a trial -------------------------------------------------------------------
@@ -676,26 +649,18 @@ class Store:
         """
         assert state.is_finished()
         trial_id = trial_id_of(trial)
-        model = optuna_models.TrialModel
         now = datetime.now()  # Optuna's stamps are local and naive
-        ended = session.execute(
-            update(model)
-            .where(model.trial_id == trial_id, model.state == OptunaState.RUNNING)
-            .values(state=state, datetime_complete=now)
-            .execution_options(synchronize_session=False)
-        )
+        ended = session.execute(sql.END_TRIAL, {"tid": trial_id, "final": state, "end": now})
         if ended.rowcount != 1:  # type: ignore[attr-defined]
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"trial {trial_id} has ended already; it cannot be ended again"
             )
-        self._upsert_attrs(session, optuna_models.TrialUserAttributeModel, trial_id, user_attrs)
+        _upsert_attrs(session, "user", trial_id, user_attrs)
         if value is not None:
-            values = optuna_models.TrialValueModel
-            stored, kind = values.value_to_stored_repr(value)
+            stored, kind = optuna_models.TrialValueModel.value_to_stored_repr(value)
             session.execute(
-                insert(values.__table__).values(
-                    trial_id=trial_id, objective=0, value=stored, value_type=kind
-                )
+                sql.INSERT_VALUE,
+                {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind},
             )
         self.release(session, trial_id)
         done = copy.deepcopy(trial)
@@ -707,12 +672,7 @@ class Store:
 
     def release(self, session: Session, trial_id: int) -> None:
         """Release the lease on a trial that has ended already."""
-        session.execute(
-            update(LeaseRow)
-            .where(LeaseRow.trial_id == trial_id)
-            .values(released=True)
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(sql.RELEASE, {"tid": trial_id})
 
     def enqueue(
         self,
@@ -827,10 +787,8 @@ class Store:
 
     def _count_trials(self, study_id: int) -> int:
         """Every trial of the study, retried ones too, counted in SQL (not loaded: O(trials))."""
-        trial = optuna_models.TrialModel
-        stmt = select(func.count()).where(trial.study_id == study_id)
         with self.transaction() as session:
-            return int(session.scalar(stmt) or 0)
+            return int(session.scalar(sql.COUNT_TRIALS, {"sid": study_id}) or 0)
 
     def close(self) -> None:
         self.optuna_storage.remove_session()

@@ -206,10 +206,7 @@ class Studies:
 
     def running_ids(self) -> list[int]:
         """Studies not cancelled and not known to be done: those a lease may draw from."""
-        with self._store.session() as session:
-            stmt = select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING)
-            ids = session.scalars(stmt.order_by(StudyRow.id)).all()
-        return [i for i in ids if i not in self._done]
+        return [i for i in self._store.running_study_ids() if i not in self._done]
 
     def cancel(self, study_id: int) -> StudyRead:
         """Stop a running study: no more leases, and running trials are pruned at their next
