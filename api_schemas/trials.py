@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Protocol, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -240,12 +240,24 @@ class BatchCompletion(_Model):
     @field_validator("results")
     @classmethod
     def _distinct(cls, results: list[BatchResultItem]) -> list[BatchResultItem]:
-        seen: set[int] = set()
-        for item in results:
-            if item.trial_id in seen:
-                raise ValueError(f"trial_id {item.trial_id} is listed more than once")
-            seen.add(item.trial_id)
-        return results
+        return _distinct_trials(results)
+
+
+class _OfTrial(Protocol):
+    trial_id: int
+
+
+_Item = TypeVar("_Item", bound=_OfTrial)
+
+
+def _distinct_trials(items: list[_Item]) -> list[_Item]:
+    """``items`` if no trial is listed twice (one outcome per trial), else a ValueError."""
+    seen: set[int] = set()
+    for item in items:
+        if item.trial_id in seen:
+            raise ValueError(f"trial_id {item.trial_id} is listed more than once")
+        seen.add(item.trial_id)
+    return items
 
 
 class BatchOutcome(BaseModel):
@@ -261,3 +273,36 @@ class BatchCompleted(BaseModel):
     """Every item's outcome, in the order of the request."""
 
     results: list[BatchOutcome]
+
+
+class BatchReportItem(IntermediateReport):
+    """One trial's report in a batch: the single report's body and the trial's id."""
+
+    trial_id: StrictInt = Field(ge=1, le=MAX_ID, description="the trial's id, as leased")
+
+
+class BatchReport(_Model):
+    """Intermediate values of several trials sent together (trials trained as one stack report
+    at the same steps); each is judged as its single report would be. Distinct trial ids."""
+
+    reports: list[BatchReportItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @field_validator("reports")
+    @classmethod
+    def _distinct(cls, reports: list[BatchReportItem]) -> list[BatchReportItem]:
+        return _distinct_trials(reports)
+
+
+class ReportOutcome(BaseModel):
+    """What the single ``POST /v1/trials/{id}/reports`` would have answered for one item."""
+
+    trial_id: int
+    status: int = Field(description="that report's HTTP status: 200, 404, 409, ...")
+    prune: bool | None = Field(default=None, description="whether to prune the trial, on 200")
+    detail: str | None = Field(default=None, description="why not, otherwise")
+
+
+class BatchReported(BaseModel):
+    """Every item's outcome, in the order of the request."""
+
+    results: list[ReportOutcome]

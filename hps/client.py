@@ -49,7 +49,14 @@ from api_schemas import (
 )
 from api_schemas.analysis import Analysis
 from api_schemas.tokens import Scope, TokenCreate, TokenCreated, TokenRead
-from api_schemas.trials import BatchCompleted, BatchCompletion, BatchLeaseRequest, LeaseBatch
+from api_schemas.trials import (
+    BatchCompleted,
+    BatchCompletion,
+    BatchLeaseRequest,
+    BatchReport,
+    BatchReported,
+    LeaseBatch,
+)
 
 RETRY_STATUS = frozenset({502, 503, 504})
 SUBMIT_CELLS_PER_S = 2000
@@ -209,6 +216,13 @@ class Client:
         """Send an intermediate value; True means the service wants the trial pruned."""
         data = self._call("POST", f"/v1/trials/{trial_id}/reports", report.model_dump(mode="json"))
         return PruneDecision.model_validate(data).prune
+
+    def report_batch(self, body: BatchReport) -> BatchReported:
+        """Send several trials' intermediate values at once; each item's outcome is what
+        ``report`` would have answered for it (its status and prune decision, or why not).
+        Retried as ``report`` is: a resent step keeps its first value."""
+        data = self._call("POST", "/v1/reports", body.model_dump(mode="json"))
+        return BatchReported.model_validate(data)
 
     def heartbeat(self, trial_id: int, lease_token: str) -> datetime:
         """Renew the lease on a trial still training; returns when it now expires.

@@ -13,8 +13,9 @@ The life of a trial, as this module drives it; each step is one transaction (``S
                 parameters again, up to ``max_attempts`` runs
 
 A batch lease (``lease_batch``) is up to ``max_trials`` single leases of one study and one
-workload in one transaction; a single lease is a batch of one. A batch completion
-(``complete_batch``) is each item's single completion, all in one transaction.
+workload in one transaction; a single lease is a batch of one. A batch report
+(``report_batch``) and a batch completion (``complete_batch``) are each item's single report or
+completion, all in one transaction.
 
 A report or a completion under an expired, released or foreign lease raises LeaseConflict and
 changes nothing. A kill between any two writes of a step leaves none of it.
@@ -27,7 +28,6 @@ import math
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NoReturn
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -51,7 +51,10 @@ from api_schemas.trials import (
     BatchCompletion,
     BatchLeaseRequest,
     BatchOutcome,
+    BatchReport,
+    BatchReported,
     LeaseBatch,
+    ReportOutcome,
 )
 from service import trial_record
 from service import trials as tv
@@ -205,45 +208,91 @@ class Leases:
         The renewal, the value and the study's state are one transaction: a report is the
         request workers send most, so it costs a few statements, not a trial read.
         """
+        (outcome,) = self._report([(trial_id, report)])
+        if isinstance(outcome, HpsError):
+            raise outcome
+        return outcome
+
+    def report_batch(self, body: BatchReport) -> BatchReported:
+        """Record several reports, each as ``report`` would, in one transaction: an item that
+        ``report`` would refuse (404, 409) is answered so and writes nothing."""
+        items = [(item.trial_id, item) for item in body.reports]
+        return BatchReported(
+            results=[
+                ReportOutcome(trial_id=trial_id, status=200, prune=outcome)
+                if isinstance(outcome, bool)
+                else ReportOutcome(
+                    trial_id=trial_id, status=outcome.status_code, detail=str(outcome)
+                )
+                for (trial_id, _), outcome in zip(items, self._report(items), strict=True)
+            ]
+        )
+
+    def _report(
+        self, items: Sequence[tuple[int, IntermediateReport]]
+    ) -> list[bool | LeaseConflict | NotFound]:
+        """Renew each lease and record each value in one transaction; per item, whether to
+        prune, or the error ``report`` raises for it (nothing of that item written).
+
+        The renewal is conditional on the trial running (``Store.renew``), so a value is
+        never recorded for a trial that has ended, and no renewal needs undoing.
+        """
+        renewed: dict[int, Lease] = {}
+        outcomes: dict[int, bool | LeaseConflict | NotFound] = {}
+        states: dict[int, str | None] = {}
         with self._store.transaction() as session:
-            renewed = self._renew_in(session, trial_id, report.lease_token)
-            if renewed is None:
-                self._refuse(trial_id, report.lease_token)  # nothing was written
-            if not self._store.record_intermediate_value(
-                session, trial_id, report.step, report.value
-            ):  # it ended meanwhile: the renewal is rolled back with this
-                raise LeaseConflict(f"trial {trial_id} is no longer running")
-            state = self._store.study_state(session, renewed.study_id)
+            for trial_id, report in items:
+                lease = self._renew_in(session, trial_id, report.lease_token)
+                if lease is None:
+                    outcomes[trial_id] = self._refusal(trial_id, report.lease_token)
+                    continue
+                if not self._store.record_intermediate_value(
+                    session, trial_id, report.step, report.value
+                ):  # ended by hand (the dashboard) since the renewal: that renewal is harmless
+                    outcomes[trial_id] = LeaseConflict(f"trial {trial_id} is no longer running")
+                    continue
+                renewed[trial_id] = lease
+                if lease.study_id not in states:
+                    states[lease.study_id] = self._store.study_state(session, lease.study_id)
+        for trial_id, report in items:
+            if trial_id in renewed:
+                study_id = renewed[trial_id].study_id
+                outcomes[trial_id] = self._prune(study_id, states[study_id], trial_id, report.step)
+        return [outcomes[trial_id] for trial_id, _ in items]
+
+    def _prune(self, study_id: int, state: str | None, trial_id: int, step: int) -> bool:
+        """Whether the trial that just reported at ``step`` should stop."""
         if state == StudyState.CANCELLED:
             return True  # stop now; the worker completes it as pruned with what it has
-        handle = self._studies.handle(renewed.study_id)
-        study = self._studies.optuna_study(handle)
+        study = self._studies.optuna_study(self._studies.handle(study_id))
         if isinstance(study.pruner, optuna.pruners.NopPruner):
             return False
         frozen = self._store.trial(trial_id)
         # Never prune inside the trial's own warmup: its loss there says nothing yet.
-        if not may_prune(frozen.params, report.step):
+        if not may_prune(frozen.params, step):
             return False
-        return study.pruner.prune(study, frozen)
+        return bool(study.pruner.prune(study, frozen))  # numpy.bool from the median pruner
 
     def heartbeat(self, trial_id: int, token: str) -> datetime:
         """Renew the lease of a worker that is still training; returns the new expiry."""
         with self._store.transaction() as session:
             renewed = self._renew_in(session, trial_id, token)
         if renewed is None:
-            self._refuse(trial_id, token)
+            raise self._refusal(trial_id, token)
         return renewed.expires_at
 
     def _renew_in(self, session: Session, trial_id: int, token: str) -> Lease | None:
         now = self._clock()
         return self._store.renew(session, trial_id, _hash(token), now, now + self._lease_for)
 
-    def _refuse(self, trial_id: int, token: str) -> NoReturn:
-        """Raise why a lease on ``trial_id`` under ``token`` could not be renewed."""
-        lease = self._lease(trial_id)
+    def _refusal(self, trial_id: int, token: str) -> LeaseConflict | NotFound:
+        """Why a lease on ``trial_id`` under ``token`` could not be renewed."""
+        lease = self._store.lease(trial_id)
+        if lease is None:
+            return self._unleased(trial_id)
         if lease.token_hash != _hash(token):
-            raise LeaseConflict(f"trial {trial_id} is leased under another token")
-        raise LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
+            return LeaseConflict(f"trial {trial_id} is leased under another token")
+        return LeaseConflict(f"the lease on trial {trial_id} is no longer valid")
 
     # --- completion ----------------------------------------------------------------------------
 

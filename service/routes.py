@@ -27,7 +27,14 @@ from api_schemas import (
 )
 from api_schemas.analysis import Analysis
 from api_schemas.tokens import TokenCreate, TokenCreated, TokenRead
-from api_schemas.trials import BatchCompleted, BatchCompletion, BatchLeaseRequest, LeaseBatch
+from api_schemas.trials import (
+    BatchCompleted,
+    BatchCompletion,
+    BatchLeaseRequest,
+    BatchReport,
+    BatchReported,
+    LeaseBatch,
+)
 from service.deps import Id, LeasesDep, NotesDep, StudiesDep, TokensDep
 
 _errors: dict[int | str, dict[str, object]] = {
@@ -131,6 +138,15 @@ async def lease_batch(request: BatchLeaseRequest, domain: LeasesDep) -> LeaseBat
 async def report(trial_id: Id, body: IntermediateReport, domain: LeasesDep) -> PruneDecision:
     """Record an intermediate value; renews the lease; says whether to prune the trial."""
     return PruneDecision(prune=await in_thread(domain.report, trial_id, body))
+
+
+@trials.post("/reports")
+async def report_batch(body: BatchReport, domain: LeasesDep) -> BatchReported:
+    """Record several trials' intermediate values at once (trials trained together report at
+    the same steps). Each item is answered, in order, with the status and prune decision that
+    its own ``POST /v1/trials/{id}/reports`` would give (a stale lease is that item's 409);
+    the valid ones are recorded together, whatever the others."""
+    return await in_thread(domain.report_batch, body)
 
 
 @trials.post("/trials/{trial_id}/heartbeat")

@@ -175,9 +175,11 @@ RENEW = (
         LEASES.c.token_hash == bindparam("hash"),
         LEASES.c.released.is_(False),
         LEASES.c.expires_at > bindparam("now"),
+        exists().where(TRIALS.c.trial_id == _tid, TRIALS.c.state == OptunaState.RUNNING),
     )
     .values(expires_at=bindparam("until"))
     .returning(*_LEASE_COLUMNS)
 )
-"""Push a live lease's expiry on, in one conditional UPDATE: no row when it is not live."""
+"""Push a live lease's expiry on, in one conditional UPDATE: no row when it is not live, or
+when its trial has ended (the dashboard can end a trial without the service)."""
 RELEASE = update(LEASES).where(LEASES.c.trial_id == _tid).values(released=True)

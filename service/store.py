@@ -596,8 +596,8 @@ class Store:
     def renew(
         self, session: Session, trial_id: int, token_hash: str, now: datetime, until: datetime
     ) -> Lease | None:
-        """Push the lease's expiry to ``until`` if it is live under ``token_hash`` at ``now``;
-        None when it is not.
+        """Push the lease's expiry to ``until`` if it is live under ``token_hash`` at ``now``
+        and its trial is running; None when it is not.
 
         One conditional UPDATE, so a renewal and the reaper cannot both win: a lease the
         reaper has seen expired is never renewed, and a renewed one is never reaped.

@@ -1,9 +1,9 @@
-"""Batch leases and batch completions (``POST /v1/lease-batches``, ``POST /v1/completions``),
-on SQLite and PostgreSQL.
+"""Batch leases, reports and completions (``POST /v1/lease-batches``, ``/v1/reports``,
+``/v1/completions``), on SQLite and PostgreSQL.
 
 A batch of k is k single leases in one transaction: the same trials, the same draws from the
 sampler (checked against raw Optuna's ask-and-suggest on a fixed seed), each under its own
-lease. A batch completion answers each item as its single completion would.
+lease. A batch report or completion answers each item as its single one would.
 """
 
 from __future__ import annotations
@@ -187,6 +187,76 @@ def test_each_item_of_a_batch_completion_is_answered_as_alone(api: Api) -> None:
     assert api.study(study["id"])["state"] == "finished"  # derived from the counts
 
 
+def report_batch(api: Api, reports: list[Json]) -> list[Json]:
+    response = api.client.post("/v1/reports", json={"reports": reports}, headers=api.as_worker)
+    assert response.status_code == 200, response.text
+    outcomes: list[Json] = response.json()["results"]
+    assert [o["trial_id"] for o in outcomes] == [r["trial_id"] for r in reports]
+    return outcomes
+
+
+def step(assignment: Json, at: int, value: float, **fields: Any) -> Json:
+    body: Json = {
+        "trial_id": assignment["trial_id"],
+        "lease_token": assignment["lease_token"],
+        "step": at,
+        "value": value,
+    }
+    body.update(fields)
+    return body
+
+
+def test_each_item_of_a_batch_report_is_answered_and_recorded_as_alone(api: Api) -> None:
+    study = api.create(n_trials=3)
+    first, second, ended = lease_batch(api, 3)
+    assert api.complete(ended).status_code == 200
+    api.clock.advance(60)  # within the lease; a renewal pushes the expiry on from now
+    reports = [
+        step(first, 10, 2.0),
+        step(second, 10, 2.0, lease_token="not-the-token"),
+        step(ended, 10, 2.0),
+        {**step(first, 10, 2.0), "trial_id": 10_000},
+    ]
+    outcomes = report_batch(api, reports)
+    assert [o["status"] for o in outcomes] == [200, 409, 409, 404]
+    assert outcomes[0]["prune"] is False and outcomes[0]["detail"] is None
+    assert all(o["prune"] is None and o["detail"] for o in outcomes[1:])
+    assert "another token" in outcomes[1]["detail"]
+    assert api.intermediate_values(first["trial_id"]) == [(10, 2.0)]
+    assert api.intermediate_values(second["trial_id"]) == []
+    assert api.intermediate_values(ended["trial_id"]) == []
+    # The valid item renewed its lease and the refused one did not: past the leases' first
+    # expiry, only the renewed one is live.
+    api.clock.advance(first["lease_seconds"] - 30)
+    alive = report_batch(api, [step(first, 20, 1.5), step(second, 20, 1.5)])
+    assert [o["status"] for o in alive] == [200, 409]
+    # A resent step keeps its first value, as a single report does.
+    assert [o["status"] for o in report_batch(api, [step(first, 20, 9.0)])] == [200]
+    assert api.intermediate_values(first["trial_id"]) == [(10, 2.0), (20, 1.5)]
+    assert api.study(study["id"])["counts"]["running"] == 2
+
+
+def test_a_batch_report_answers_each_prune_decision_as_a_single_report(api: Api) -> None:
+    study = api.create(
+        n_trials=4,
+        seeds_per_trial=1,
+        pruner={"type": "median", "n_startup_trials": 0, "n_warmup_steps": 0},
+    )
+    good = lease_batch(api, 2)
+    for at in (10, 30):
+        assert [o["prune"] for o in report_batch(api, [step(t, at, 1.0) for t in good])] == [
+            False,
+            False,
+        ]
+    assert [o["status"] for o in complete_batch(api, [result(t) for t in good])] == [200, 200]
+    bad, fine = lease_batch(api, 2)
+    at_30 = report_batch(api, [step(bad, 30, 100.0), step(fine, 30, 0.5)])
+    assert [o["prune"] for o in at_30] == [True, False]
+    api.client.post(f"/v1/studies/{study['id']}/cancel")
+    cancelled = report_batch(api, [step(fine, 40, 0.5)])
+    assert cancelled[0]["prune"] is True  # a cancelled study stops what runs
+
+
 def test_an_expired_lease_in_a_batch_is_failed_and_queued_again(api: Api) -> None:
     study = api.create(n_trials=2)
     first, second = lease_batch(api, 2)
@@ -259,11 +329,32 @@ def test_an_invalid_batch_completion_is_a_422_naming_its_field(api: Api) -> None
     assert second["trial_id"] != first["trial_id"]
 
 
+def test_an_invalid_batch_report_is_a_422_naming_its_field(api: Api) -> None:
+    api.create(n_trials=2)
+    first, _ = lease_batch(api, 2)
+    cases: list[tuple[Json, str]] = [
+        ({"reports": []}, "reports"),
+        ({"reports": [step(first, 1, 1.0), step(first, 2, 1.0)]}, "reports"),
+        ({"reports": [step(first, 1, 1.0)] * 65}, "reports"),
+        ({"reports": [step(first, -1, 1.0)]}, "reports[0].step"),
+        ({"reports": [step(first, 1, "1.0")]}, "reports[0].value"),
+        ({"reports": [{**step(first, 1, 1.0), "trial_id": 0}]}, "reports[0].trial_id"),
+        ({}, "reports"),
+    ]
+    for body, field in cases:
+        response = api.client.post("/v1/reports", json=body, headers=api.as_worker)
+        assert response.status_code == 422, response.text
+        fields = {e["field"] for e in response.json()["errors"]}
+        assert fields == {field}, (body, fields)
+    assert api.intermediate_values(first["trial_id"]) == []  # none recorded
+
+
 def test_batch_routes_need_a_worker_token(api: Api) -> None:
     api.create(n_trials=2)
     for path, body in [
         ("/v1/lease-batches", {"worker_id": "w", "max_trials": 2}),
         ("/v1/completions", {"results": [{"trial_id": 1, "lease_token": "x", "state": "pruned"}]}),
+        ("/v1/reports", {"reports": [{"trial_id": 1, "lease_token": "x", "step": 1, "value": 1}]}),
     ]:
         response = api.client.post(path, json=body, headers={"Authorization": "Bearer nope"})
         assert response.status_code == 401, response.text

@@ -281,6 +281,17 @@ def test_a_lease_renews_only_while_live_and_under_its_token(store: Store) -> Non
     assert store.expired_leases(NOW) == []
 
 
+def test_a_lease_on_a_trial_ended_without_the_service_is_not_renewed(store: Store) -> None:
+    # The dashboard can fail a running trial through Optuna, leaving its lease unreleased.
+    study_id, study = new_study(store)
+    trial_id = start(store, study_id, study)
+    with store.transaction() as session:
+        store.add_lease(session, Lease(trial_id, study_id, "h", NOW + timedelta(seconds=10)))
+    store.optuna_storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    with store.transaction() as session:
+        assert store.renew(session, trial_id, "h", NOW, NOW + timedelta(seconds=20)) is None
+
+
 def test_retried_trials_do_not_count_towards_the_budget(store: Store) -> None:
     study_id, study = new_study(store)
     trial_id = start(store, study_id, study)
