@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from api_schemas.tokens import Scope
-from hps.client import Client
+from hps.client import KEEPALIVE_EXPIRY_S, Client
 from hps.local import HPS, await_health, free_port, stop
 
 SPACE = {
@@ -70,10 +70,9 @@ SPACE = {
 REPORTS = 5
 STEPS_PER_REPORT = 25
 NO_WORK_POLL_S = 1.0
-KEEP_ALIVE_S = 4.0
-"""uvicorn closes a connection idle for 5 s (``timeout_keep_alive``): one idle longer than this
-is opened anew before a request, as an HTTP client's pool would, rather than written into as
-the server closes it."""
+KEEP_ALIVE_S = KEEPALIVE_EXPIRY_S
+"""A connection idle longer than the worker's client keeps one (``hps.client``, under the
+service's ``HPS_KEEP_ALIVE_S``) is opened anew before a request, as that client's pool would."""
 KINDS = ("lease", "report", "heartbeat", "complete")
 TARGET_WORKERS, TARGET_P99_S, TARGET_CPU_MS = 1000, 0.200, 3.0
 
@@ -271,7 +270,7 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return event.is_set()
 
 
-def _cpu_s(pid: int) -> float | None:
+def cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` so far (Linux), else None."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -294,9 +293,9 @@ async def simulate(
     start = begin + load.ramp_s
     await asyncio.sleep(start - time.perf_counter())
     spy = None if profile is None else py_spy(service_pid, load.seconds, profile)
-    cpu0, service0 = time.process_time(), _cpu_s(service_pid)
+    cpu0, service0 = time.process_time(), cpu_s(service_pid)
     await asyncio.sleep(load.seconds)
-    cpu1, service1 = time.process_time(), _cpu_s(service_pid)
+    cpu1, service1 = time.process_time(), cpu_s(service_pid)
     if spy is not None:
         spy.wait()
     end = start + load.seconds

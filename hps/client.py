@@ -98,6 +98,12 @@ class SubmitUncertain(ServiceUnavailable):
         self.idempotency_key = idempotency_key
 
 
+KEEPALIVE_EXPIRY_S = 60.0
+"""How long an idle connection is kept for the next request: a worker's reports and heartbeats
+come seconds to a minute apart. Under the service's own keep-alive (``HPS_KEEP_ALIVE_S``,
+65 s), so that the client drops a connection before the service closes it under a request."""
+
+
 class Client:
     """One connection pool to one hps service."""
 
@@ -117,7 +123,11 @@ class Client:
         # The token lives only in the headers, which httpx never shows in a repr.
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=self.url, timeout=timeout_s, transport=transport, headers=headers
+            base_url=self.url,
+            timeout=timeout_s,
+            transport=transport,
+            headers=headers,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
         self._timeout_s = timeout_s
         self._retries = retries

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -75,6 +76,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.auth:
             tokens.ensure_admin_file(settings.token_file)
+        # What the service holds from now on (Optuna, SQLAlchemy, pydantic, FastAPI: several
+        # hundred thousand objects) leaves the collector's sight: a full collection walked it
+        # all with the event loop stopped, and set every request's p99 at 1,000 workers
+        # (235 ms, 31 ms after this; BENCHMARKS.md, "Scale").
+        gc.collect()
+        gc.freeze()
         reaper = asyncio.create_task(_reap(leases, settings.reaper_interval_s))
         # A finished study's answer goes into its dashboard note (service.notes).
         noter = asyncio.create_task(notes.watch(app.state.notes, settings.reaper_interval_s))

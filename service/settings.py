@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         default=MAX_GRID_CELLS, ge=1, le=MAX_GRID_CELLS, description="trials of a grid study"
     )
     max_seeds_per_trial: int = Field(default=MAX_SEEDS_PER_TRIAL, ge=1, le=MAX_SEEDS_PER_TRIAL)
+    # Workers report every few seconds to a minute; uvicorn's default (5 s) closed most of
+    # their connections between two requests, and a new connection per request cost the service
+    # CPU (BENCHMARKS.md, "Scale"). Above 60 s, the idle timeout of common load balancers, so
+    # that the balancer, not the service, closes an idle connection first.
+    keep_alive_s: int = Field(
+        default=65, ge=1, description="seconds an idle HTTP connection is kept open"
+    )
     # Analyses and reports take seconds of CPU each; more at once would starve the leases.
     analysis_concurrency: int = Field(
         default=2, ge=1, le=64, description="analyses and reports computed at once (503 beyond)"

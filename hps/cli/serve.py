@@ -55,7 +55,13 @@ def serve(
         raise fail(problems) from None
     logging.basicConfig(format="%(levelname)s:     %(message)s")
     logging.getLogger("hps").setLevel(log_level.upper())  # the service's own lines, with uvicorn's
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 def up(

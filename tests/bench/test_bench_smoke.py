@@ -64,3 +64,11 @@ def test_analysis_bench_builds_and_analyses_a_grid() -> None:
     )
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["80"])
     assert float(row[4]) > 0, out  # read + analysis
+
+
+def test_route_costs_times_every_worker_route() -> None:
+    out = _bench("bench/route_costs.py", "--trials", "16", timeout=120)
+    costs = dict(line.split() for line in out.splitlines()[1:])
+    routes = ["health", "lease", "report", "heartbeat", "complete"]
+    assert set(costs) == {*routes, "lease-batch", "reports", "completions"}, out
+    assert all(float(ms) >= 0 for ms in costs.values()), out
