@@ -7,8 +7,9 @@ it. The sides, each on its own fresh database of the backend, all set up before 
              ``optuna.Study``, ``--clients`` threads (the baseline of every ratio)
     hps      the real ``hps serve`` (uvicorn, one process) over HTTP: lease one trial, 5 reports,
              complete; ``--clients`` threads, each with its own ``hps.client.Client``
-    hps-b8   the same service with batch leases: ``POST /v1/lease-batches`` of ``--batch``
-             trials, 5 reports per trial, one ``POST /v1/completions`` for the batch
+    hps-b8   the same service with batches, as a worker that stacks ``--batch`` trials uses
+             it: ``POST /v1/lease-batches`` of ``--batch`` trials, 5 ``POST /v1/reports`` (one
+             per step, every trial's value in it), one ``POST /v1/completions`` for the batch
     grpc     Optuna's own scale-out answer (SQLite only): ``run_grpc_proxy_server`` over
              ``get_storage(url)`` in its own process, ``--clients`` threads each with its own
              ``GrpcStorageProxy`` doing what ``raw`` does (needs ``pip install -e ".[bench]"``)
@@ -57,7 +58,13 @@ from sqlalchemy.exc import ArgumentError
 
 from api_schemas import IntermediateReport, LeaseRequest, SeedResult, TrialResult
 from api_schemas.tokens import Scope
-from api_schemas.trials import BatchCompletion, BatchLeaseRequest, BatchResultItem
+from api_schemas.trials import (
+    BatchCompletion,
+    BatchLeaseRequest,
+    BatchReport,
+    BatchReportItem,
+    BatchResultItem,
+)
 from hps.client import Client
 from hps.local import HPS, await_health, free_port, stop
 
@@ -255,12 +262,22 @@ def hps_side(database_url: str, clients: int, batch: int) -> Iterator[Side]:
             client = pool[i]
             leased = client.lease_batch(BatchLeaseRequest(worker_id=f"bench-{i}", max_trials=batch))
             assert leased is not None and len(leased.trials) == batch
+            for step in range(REPORTS):  # the batch trains as one stack: one report per step
+                reports = [
+                    BatchReportItem(
+                        trial_id=a.trial_id,
+                        lease_token=a.lease_token,
+                        step=step,
+                        value=1.0 / (step + 1),
+                    )
+                    for a in leased.trials
+                ]
+                reported = client.report_batch(BatchReport(reports=reports))
+                assert all(outcome.status == 200 for outcome in reported.results), reported
+            seeds = [SeedResult(seed=0, loss=0.5, diverged=False, steps=REPORTS)]
             results = [
                 BatchResultItem(
-                    trial_id=a.trial_id,
-                    lease_token=a.lease_token,
-                    state="completed",
-                    seeds=_reports(client, a.trial_id, a.lease_token),
+                    trial_id=a.trial_id, lease_token=a.lease_token, state="completed", seeds=seeds
                 )
                 for a in leased.trials
             ]
