@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -39,12 +39,19 @@ from api_schemas import (
     TrialAssignment,
     TrialResult,
 )
-from api_schemas.trials import BatchCompletion, BatchLeaseRequest, BatchResultItem
+from api_schemas.trials import (
+    BatchCompletion,
+    BatchLeaseRequest,
+    BatchReport,
+    BatchReportItem,
+    BatchResultItem,
+)
 from hps.client import RETRY_STATUS, ApiError, Client, HpsClientError, ServiceUnavailable
 from worker.device import describe
 from worker.heartbeat import Heartbeats
 from worker.stacked import Stacking
 from worker.training import (
+    ReportMany,
     Trained,
     TrialInterrupted,
     TrialOutcome,
@@ -192,7 +199,8 @@ class Worker:
                 TrialRun(a, self._reporter(a, b), should_stop=b.lost.is_set)
                 for a, b in zip(assignments, beats, strict=True)
             ]
-            trained = self._train(runs)
+            renewals = {a.trial_id: b for a, b in zip(assignments, beats, strict=True)}
+            trained = self._train(runs, self._batch_reporter(renewals))
             if trained.capacity is not None:
                 seeds = max(len(a.seeds) for a in assignments)
                 self._fits = max(1, trained.capacity // seeds)
@@ -229,10 +237,51 @@ class Worker:
 
         return report
 
-    def _train(self, runs: list[TrialRun]) -> Trained:
+    def _batch_reporter(self, beats: dict[int, Heartbeats]) -> ReportMany:
+        """Reports of trials trained together, one ``POST /v1/reports`` per step; each item's
+        answer is taken as its single report's would be (``_reporter``)."""
+
+        def report_many(
+            step: int, items: Sequence[tuple[TrialRun, float]]
+        ) -> list[bool | Exception]:
+            reports = [
+                BatchReportItem(
+                    trial_id=run.assignment.trial_id,
+                    lease_token=run.assignment.lease_token,
+                    step=step,
+                    value=value,
+                )
+                for run, value in items
+            ]
+            try:
+                answer = self.client.report_batch(BatchReport(reports=reports))
+            except HpsClientError as error:
+                if not _is_outage(error):
+                    return [error] * len(items)
+                log.warning("reports at step %d not delivered: %s", step, error)
+                return [False] * len(items)  # train on, as a single report does
+            outcomes: list[bool | Exception] = []
+            for outcome in answer.results:
+                if outcome.status == 200:
+                    beats[outcome.trial_id].renewed()
+                    outcomes.append(bool(outcome.prune))
+                elif outcome.status == 409:
+                    outcomes.append(LeaseLost(outcome.detail or "the lease was lost"))
+                else:
+                    why = f"report refused ({outcome.status}): {outcome.detail}"
+                    outcomes.append(HpsClientError(why))
+            return outcomes
+
+        return report_many
+
+    def _train(self, runs: list[TrialRun], report_many: ReportMany) -> Trained:
         try:
             return train_trials(
-                runs, device=self.device, should_stop=self._stop.is_set, stacking=self.stacking
+                runs,
+                device=self.device,
+                should_stop=self._stop.is_set,
+                stacking=self.stacking,
+                report_many=report_many,
             )
         except Exception as error:  # a workload that cannot even be built fails its trials
             return Trained([error] * len(runs), None)

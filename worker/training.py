@@ -37,6 +37,7 @@ from worker.workloads import build_task
 __all__ = [
     "COLLAPSED",
     "EXPLODED",
+    "ReportMany",
     "Trained",
     "TrialInterrupted",
     "TrialOutcome",
@@ -86,6 +87,12 @@ class TrialRun:
     """Checked before every step: True interrupts this trial alone (a refused heartbeat)."""
 
 
+ReportMany = Callable[[int, Sequence[tuple[TrialRun, float]]], list[bool | Exception]]
+"""``report_many(step, [(run, value), ...])``: the values of several trials at one step in one
+call; per run, in order, what its own ``report`` would give: True to prune it, False to train
+on, or the exception that ends it."""
+
+
 @dataclass(frozen=True)
 class Trained:
     """What ``train_trials`` returns."""
@@ -131,6 +138,7 @@ def train_trials(
     should_stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
     stacking: Stacking = DEFAULT_STACKING,
+    report_many: ReportMany | None = None,
 ) -> Trained:
     """Train the seeds of every trial in ``runs`` (one workload) together, and evaluate each.
 
@@ -138,7 +146,9 @@ def train_trials(
     ``report(step, value)`` with the mean over its seeds of the training loss since the
     previous report (a diverged seed counts as the chance loss); a True answer prunes that
     trial: its seeds stop training and are evaluated as they stand, the others train on. A
-    trial also stops once every seed of it has diverged.
+    trial also stops once every seed of it has diverged. With ``report_many``, the trials still
+    training report each step together through it instead (one request for the stack), and
+    each answer is taken as its own ``report``'s would be.
 
     The seeds train stacked as one model (``worker.stacked``) when ``stacking`` allows it and
     the workload's model qualifies, else one by one; the log says which and why. Both give
@@ -198,13 +208,16 @@ def train_trials(
             if step % config.report_every == 0 or step == config.steps:
                 # The host read in close_window also waits for the device, so clock() is honest.
                 values = seeds.close_window(task.chance_loss)
-                for t in training():
-                    try:
-                        prune = runs[t].report(step, values[t])
-                    except Exception as error:
-                        end(t, error)
-                        continue
-                    if prune:
+                reporting = training()
+                answers = (
+                    report_many(step, [(runs[t], values[t]) for t in reporting])
+                    if report_many is not None and len(reporting) > 1
+                    else [_report(runs[t], step, values[t]) for t in reporting]
+                )
+                for t, answer in zip(reporting, answers, strict=True):
+                    if isinstance(answer, Exception):
+                        end(t, answer)
+                    elif answer:
                         end(t, "pruned")
     except Exception as error:  # the batch's training step failed: every trial in it did
         for t in training():
@@ -232,6 +245,14 @@ def train_trials(
             )
         )
     return Trained(outcomes, path.capacity)
+
+
+def _report(run: TrialRun, step: int, value: float) -> bool | Exception:
+    """``run.report``'s answer, or the exception it raised (which ends that trial alone)."""
+    try:
+        return run.report(step, value)
+    except Exception as error:
+        return error
 
 
 def train_trial(

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from api_schemas import FailureKind, LeaseRequest, TrialResult, TrialState
+from api_schemas import FailureKind, IntermediateReport, LeaseRequest, TrialResult, TrialState
 from api_schemas.tokens import Scope
-from api_schemas.trials import BatchLeaseRequest, SeedResult
+from api_schemas.trials import BatchLeaseRequest, BatchReport, BatchReported, SeedResult
+from hps.client import Client
 from tests.live_server import LiveService, live_service
 from worker import loop
 from worker.heartbeat import Heartbeats
@@ -71,8 +72,21 @@ def run_worker(service: LiveService, **options: Any) -> Worker:
 
 
 def test_a_worker_leases_what_its_stack_holds_and_trains_it_as_one(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sent: list[tuple[str, int]] = []  # (route, reports in the request)
+    single, batch = Client.report, Client.report_batch
+
+    def report(self: Client, trial_id: int, body: IntermediateReport) -> bool:
+        sent.append(("single", 1))
+        return single(self, trial_id, body)
+
+    def report_batch(self: Client, body: BatchReport) -> BatchReported:
+        sent.append(("batch", len(body.reports)))
+        return batch(self, body)
+
+    monkeypatch.setattr(Client, "report", report)
+    monkeypatch.setattr(Client, "report_batch", report_batch)
     with live_service(tmp_path) as service:
         with service.client() as admin:
             study = admin.submit(spec(n_trials=7))
@@ -87,7 +101,10 @@ def test_a_worker_leases_what_its_stack_holds_and_trains_it_as_one(
     assert caplog.text.count("trials' 6 seeds stacked (1 stack of <= 6)") == 2
     assert (worker.trials_done, worker.trials_failed, worker.trials_lost) == (7, 0, 0)
     assert [t.state for t in trials] == [TrialState.COMPLETED] * 7
-    # Each trial reported on its own, to its last step, and got its own seeds' results.
+    # The lone first trial reports alone at its 4 report steps; each stack of 3 sends its
+    # three trials' values in one request per step.
+    assert sent == [("single", 1)] * 4 + [("batch", 3)] * 8
+    # Each trial reported, to its last step, and got its own seeds' results.
     for t in trials:
         assert t.last_step == 40
         assert [(s.seed, s.steps) for s in t.seeds] == [(0, 40), (1, 40)]
