@@ -90,10 +90,10 @@ def gap(x: Floats, y: Floats, level: float = CONFIDENCE) -> Gap:
     ``x`` is (..., nx, seeds) and ``y`` (..., ny, seeds), the same seeds in the same order; a
     cell not run is NaN in every seed and is left out of both minima.
 
-    Every D_ij is needed (the bounds are min-max of per-pair intervals), so the pairs are
-    taken ``CHUNK`` at a time in slices of x's rows: each pair's arithmetic is the same as
-    over the whole array, and minima and maxima are exact, so the result does not depend on
-    the slicing.
+    With ``PRUNE_PAIRS`` pairs or more, ``_pruned`` skips the pairs that cannot decide a
+    bound. Otherwise every pair is computed, ``CHUNK`` at a time in slices of x's rows: each
+    pair's arithmetic is the same as over the whole array, and minima and maxima are exact,
+    so neither the slicing nor the skipping changes a bit of the result.
     """
     seeds = x.shape[-1]
     x_ok = np.asarray(~np.isnan(x).any(axis=-1), dtype=bool)  # (..., nx)
