@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from api_schemas import StudyState
 from api_schemas.analysis import Analysis
-from service.analysis import analyse
 from service.errors import HpsError, NotFound
 from service.studies import Studies
 
@@ -105,9 +104,7 @@ class Reports:
         key = ("analysis", final.study_id)
         if final.done and (cached := self._cached(key)) is not None:
             return cast(Analysis, cached)
-        handle = self._studies.handle(final.study_id)
-        trials = self._studies.frozen_trials(handle.id)
-        analysis = analyse(handle.id, handle.name, handle.spec, trials)
+        analysis = self._studies.analyse(final.study_id)
         if final.done:
             self._keep(key, analysis)
         return analysis

@@ -42,9 +42,11 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import (
+    CursorResult,
     Engine,
     create_engine,
     event,
+    func,
     inspect,
     select,
     text,
@@ -56,6 +58,7 @@ from service import sql
 from service.errors import RefusedValue, StorageUnavailable
 from service.migrations import VERSION_TABLE
 from service.models import StudyRow
+from service.trial_record import ATTR_FAILURE, ATTR_RETRIED, ATTR_SEEDS
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 QUEUED_SCAN = 2048
@@ -146,6 +149,45 @@ def trial_id_of(trial: FrozenTrial) -> int:
     return int(trial._trial_id)
 
 
+ANALYSIS_ATTRS = (ATTR_SEEDS, ATTR_FAILURE, ATTR_RETRIED)
+"""The user attributes the analysis reads: the seeds' results, the failure, the retried mark."""
+CURVES_PER_QUERY = 500
+"""Trial ids per query of ``Store.curves`` (SQLite's older builds allow 999 parameters)."""
+
+
+@dataclass(frozen=True)
+class TrialTable:
+    """A study's trials as the analysis reads them, in number order: entry i of each list is
+    the i-th trial. Only what an outcome needs (``service.analysis.cells``): no values, no
+    distributions, no learning curves (``Store.curves`` reads those of the trials shown)."""
+
+    trial_ids: list[int]
+    numbers: list[int]
+    states: list[OptunaState]
+    params: list[dict[str, Any]]
+    """A queued (WAITING) trial's are the fixed parameters it was queued with."""
+    attrs: list[dict[str, Any]]
+    """Those of the trial's user attributes that are in ``ANALYSIS_ATTRS``."""
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> TrialTable:
+        """The table of trials already read (e.g. from ``Store.trials``, or built in tests)."""
+        return cls(
+            trial_ids=[trial_id_of(t) for t in trials],
+            numbers=[t.number for t in trials],
+            states=[t.state for t in trials],
+            params=[
+                dict(t.system_attrs.get("fixed_params", {}))
+                if t.state == OptunaState.WAITING
+                else t.params
+                for t in trials
+            ],
+            attrs=[
+                {k: t.user_attrs[k] for k in ANALYSIS_ATTRS if k in t.user_attrs} for t in trials
+            ],
+        )
+
+
 def _ids(ids: int | Collection[int] | None) -> list[int]:
     """The ids of rows to lock, sorted: one id, several, or none."""
     if ids is None:
@@ -218,6 +260,78 @@ def _frozen_trial(session: Session, trial_id: int) -> FrozenTrial:
         },
         trial_id=row.trial_id,
     )
+
+
+def _tables() -> tuple[Any, ...]:
+    """Optuna's trial tables: trials, params, values, user and system attributes, curves."""
+    m = optuna_models
+    return tuple(
+        model.__table__
+        for model in (
+            m.TrialModel,
+            m.TrialParamModel,
+            m.TrialValueModel,
+            m.TrialUserAttributeModel,
+            m.TrialSystemAttributeModel,
+            m.TrialIntermediateValueModel,
+        )
+    )
+
+
+def _of_study(study_id: int, table: Any, *columns: Any) -> Any:
+    """``columns`` of ``table``'s rows that belong to the study's trials (one join)."""
+    t = optuna_models.TrialModel.__table__
+    return (
+        select(*columns).join(t, table.c.trial_id == t.c.trial_id).where(t.c.study_id == study_id)
+    )
+
+
+def _distributions(session: Session, study_id: int) -> dict[str, BaseDistribution]:
+    """Each parameter's distribution in the study, read from its first stored row only.
+
+    Optuna stores the distribution on every parameter row, and a categorical's lists all its
+    choices (1,250 lrs: 28 KB a row, 2.8 GB for 100,000 trials). One row per name decodes them
+    all: a parameter's distribution is fixed in a study (Optuna refuses a categorical whose
+    choices change, hps's spec fixes every one, ``Store._check_distributions`` holds it), a
+    categorical's stored value is an index into those same choices, and a float's or an int's
+    decodes alike whatever its bounds. The query reads no JSON but the first rows'.
+    """
+    t, p = optuna_models.TrialModel.__table__, optuna_models.TrialParamModel.__table__
+    first = (
+        select(func.min(p.c.param_id))
+        .join(t, p.c.trial_id == t.c.trial_id)
+        .where(t.c.study_id == study_id)
+        .group_by(p.c.param_name)
+    )
+    rows = session.execute(
+        select(p.c.param_name, p.c.distribution_json).where(p.c.param_id.in_(first))
+    ).all()
+    return {name: json_to_distribution(encoded) for name, encoded in rows}
+
+
+def _driver_rows(session: Session, stmt: Any) -> list[tuple[Any, ...]]:
+    """``stmt``'s rows as the database driver gives them: plain tuples, without SQLAlchemy's
+    row objects and type processing (at 100,000 trials those took longer than the query).
+    Only for columns the driver returns as Python values already: integers, floats, text
+    (an Enum column comes back as its text)."""
+    result = cast(CursorResult[Any], session.execute(stmt))
+    try:
+        return list(result.cursor.fetchall()) if result.cursor is not None else []
+    finally:
+        result.close()
+
+
+def _json_values(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The JSON texts in the last column of ``rows``, decoded in one call (a call per row
+    costs more than the decoding of a short text)."""
+    return cast(list[Any], json.loads("[" + ",".join(row[-1] for row in rows) + "]"))
+
+
+def _decoded_steps(rows: Sequence[Any]) -> Iterator[tuple[int, int, float]]:
+    """(trial id, step, value) of intermediate-value rows, in Optuna's decoding of inf/NaN."""
+    decode = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    for trial_id, step, stored, kind in rows:
+        yield trial_id, step, decode(stored, kind)
 
 
 class Store:
@@ -331,26 +445,12 @@ class Store:
 
         Six set-based queries (trials, then their parameters, values, attributes and
         intermediate values, each for the whole study) instead of Optuna's ORM, which builds
-        an object per row: for 10,000 trials the ORM took most of the analysis.
+        an object per row: for 10,000 trials the ORM took most of the analysis. Each
+        parameter's distribution is read once (``_distributions``), not once a row.
         """
-        t = optuna_models.TrialModel.__table__
-        p = optuna_models.TrialParamModel.__table__
-        v = optuna_models.TrialValueModel.__table__
-        u = optuna_models.TrialUserAttributeModel.__table__
-        a = optuna_models.TrialSystemAttributeModel.__table__
-        m = optuna_models.TrialIntermediateValueModel.__table__
-
-        def of_study(table: Any, *columns: Any) -> Any:
-            return (
-                select(*columns)
-                .join(t, table.c.trial_id == t.c.trial_id)
-                .where(t.c.study_id == study_id)
-            )
-
-        with self.transaction() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # One snapshot for the six queries (READ COMMITTED takes one per statement).
-                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        t, p, v, u, a, m = _tables()
+        with self._snapshot() as session:
+            distributions = _distributions(session, study_id)
             rows = session.execute(
                 select(
                     t.c.trial_id,
@@ -363,18 +463,27 @@ class Store:
                 .order_by(t.c.number)
             ).all()
             params = session.execute(
-                of_study(
-                    p, p.c.trial_id, p.c.param_name, p.c.param_value, p.c.distribution_json
-                ).order_by(p.c.param_id)
+                _of_study(study_id, p, p.c.trial_id, p.c.param_name, p.c.param_value).order_by(
+                    p.c.param_id
+                )
             ).all()
             values = session.execute(
-                of_study(v, v.c.trial_id, v.c.objective, v.c.value, v.c.value_type)
+                _of_study(study_id, v, v.c.trial_id, v.c.objective, v.c.value, v.c.value_type)
             ).all()
-            user = session.execute(of_study(u, u.c.trial_id, u.c.key, u.c.value_json)).all()
-            system = session.execute(of_study(a, a.c.trial_id, a.c.key, a.c.value_json)).all()
+            user = session.execute(
+                _of_study(study_id, u, u.c.trial_id, u.c.key, u.c.value_json)
+            ).all()
+            system = session.execute(
+                _of_study(study_id, a, a.c.trial_id, a.c.key, a.c.value_json)
+            ).all()
             steps = session.execute(
-                of_study(
-                    m, m.c.trial_id, m.c.step, m.c.intermediate_value, m.c.intermediate_value_type
+                _of_study(
+                    study_id,
+                    m,
+                    m.c.trial_id,
+                    m.c.step,
+                    m.c.intermediate_value,
+                    m.c.intermediate_value_type,
                 )
             ).all()
         by_id: dict[int, dict[str, Any]] = {
@@ -388,17 +497,13 @@ class Store:
             }
             for r in rows
         }
-        parsed: dict[str, BaseDistribution] = {}
         # A trial started after the first query (SQLite reads outside a transaction, statement
         # by statement) is left for the next read.
-        for trial_id, name, internal, encoded in params:
-            if trial_id not in by_id:
-                continue
-            distribution = parsed.get(encoded)
-            if distribution is None:
-                distribution = parsed[encoded] = json_to_distribution(encoded)
-            by_id[trial_id]["params"][name] = distribution.to_external_repr(internal)
-            by_id[trial_id]["distributions"][name] = distribution
+        for trial_id, name, internal in params:
+            if trial_id in by_id:
+                distribution = distributions[name]
+                by_id[trial_id]["params"][name] = distribution.to_external_repr(internal)
+                by_id[trial_id]["distributions"][name] = distribution
         decode_value = optuna_models.TrialValueModel.stored_repr_to_value
         for trial_id, objective, stored, kind in values:
             if trial_id in by_id:
@@ -409,10 +514,9 @@ class Store:
         for trial_id, key, encoded in system:
             if trial_id in by_id:
                 by_id[trial_id]["system"][key] = json.loads(encoded)
-        decode_step = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-        for trial_id, step, stored, kind in steps:
+        for trial_id, step, value in _decoded_steps(steps):
             if trial_id in by_id:
-                by_id[trial_id]["steps"][step] = decode_step(stored, kind)
+                by_id[trial_id]["steps"][step] = value
         trials = []
         for r in rows:
             parts = by_id[r.trial_id]
@@ -434,6 +538,85 @@ class Store:
                 )
             )
         return trials
+
+    def trial_table(self, study_id: int) -> TrialTable:
+        """The study's trials as the analysis reads them (see ``TrialTable``): four set-based
+        queries for what an outcome needs, and nothing per trial that it does not (values,
+        distributions, curves, the other attributes: at 10,000 trials those were most of the
+        rows and of the time of ``trials``)."""
+        t, p, _, u, a, _ = _tables()
+        with self._snapshot() as session:
+            distributions = _distributions(session, study_id)
+            rows = _driver_rows(
+                session,
+                select(t.c.trial_id, t.c.number, t.c.state)
+                .where(t.c.study_id == study_id)
+                .order_by(t.c.number),
+            )
+            params = _driver_rows(
+                session, _of_study(study_id, p, p.c.trial_id, p.c.param_name, p.c.param_value)
+            )
+            user = _driver_rows(
+                session,
+                _of_study(study_id, u, u.c.trial_id, u.c.key, u.c.value_json).where(
+                    u.c.key.in_(ANALYSIS_ATTRS)
+                ),
+            )
+            queued = _driver_rows(
+                session,
+                _of_study(study_id, a, a.c.trial_id, a.c.value_json).where(
+                    a.c.key == "fixed_params", t.c.state == OptunaState.WAITING
+                ),
+            )
+        index = {trial_id: i for i, (trial_id, _, _) in enumerate(rows)}
+        table = TrialTable(
+            trial_ids=[trial_id for trial_id, _, _ in rows],
+            numbers=[number for _, number, _ in rows],
+            states=[OptunaState[name] for _, _, name in rows],  # Optuna's Enum column: names
+            params=[{} for _ in rows],
+            attrs=[{} for _ in rows],
+        )
+        # A trial started after the first query is left for the next read (as in ``trials``).
+        for trial_id, name, internal in params:
+            i = index.get(trial_id)
+            if i is not None:
+                table.params[i][name] = distributions[name].to_external_repr(internal)
+        for (trial_id, key, _), value in zip(user, _json_values(user), strict=True):
+            i = index.get(trial_id)
+            if i is not None:
+                table.attrs[i][key] = value
+        for (trial_id, _), value in zip(queued, _json_values(queued), strict=True):
+            i = index.get(trial_id)
+            if i is not None and table.states[i] == OptunaState.WAITING:
+                table.params[i] = value
+        return table
+
+    def curves(self, trial_ids: Collection[int]) -> dict[int, dict[int, float]]:
+        """The learning curves (intermediate value by step) of ``trial_ids``, by trial id; a
+        trial without any is absent. For the few trials an analysis shows: a query per
+        ``CURVES_PER_QUERY`` of them."""
+        m = optuna_models.TrialIntermediateValueModel.__table__
+        ids = sorted(set(trial_ids))
+        out: dict[int, dict[int, float]] = {}
+        with self.transaction() as session:
+            for first in range(0, len(ids), CURVES_PER_QUERY):
+                steps = session.execute(
+                    select(
+                        m.c.trial_id, m.c.step, m.c.intermediate_value, m.c.intermediate_value_type
+                    ).where(m.c.trial_id.in_(ids[first : first + CURVES_PER_QUERY]))
+                ).all()
+                for trial_id, step, value in _decoded_steps(steps):
+                    out.setdefault(trial_id, {})[step] = value
+        return out
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Session]:
+        """A transaction whose queries all read one snapshot of the database."""
+        with self.transaction() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # READ COMMITTED takes a snapshot per statement.
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
 
     def lease(self, trial_id: int, session: Session | None = None) -> Lease | None:
         """The lease on ``trial_id``, or None if it was never leased."""

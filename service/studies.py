@@ -13,12 +13,14 @@ import optuna
 from sqlalchemy import select
 
 from api_schemas import StudyRead, StudySpec, StudyState, TrialCounts, TrialRead
+from api_schemas.analysis import Analysis
 from service import submit_keys
 from service import trials as trial_views
+from service.analysis import analyse_table
 from service.errors import NotFound
 from service.limits import SpecLimits
 from service.models import StudyRow
-from service.store import Store
+from service.store import Store, TrialTable
 
 Clock = Callable[[], datetime]
 
@@ -164,10 +166,21 @@ class Studies:
         trials = self._store.trials(handle.id)
         return [trial_views.trial_read(study_id, t) for t in trials]
 
-    def frozen_trials(self, study_id: int) -> list[optuna.trial.FrozenTrial]:
-        """The study's trials as Optuna's ``get_trials`` gives them, read set-based in SQL
-        (``Store.trials``): what the analysis reads."""
-        return self._store.trials(self.handle(study_id).id)
+    def trial_table(self, study_id: int) -> TrialTable:
+        """The study's trials as the analysis reads them: a few set-based queries in SQL, for
+        only what an outcome needs (``Store.trial_table``)."""
+        return self._store.trial_table(self.handle(study_id).id)
+
+    def curves(self, trial_ids: list[int]) -> dict[int, dict[int, float]]:
+        """The learning curves of these trials (``Store.curves``)."""
+        return self._store.curves(trial_ids)
+
+    def analyse(self, study_id: int) -> Analysis:
+        """The study's analysis: its trial table read, then analysed, reading the curves of
+        only the trials the analysis shows (``Store.curves``)."""
+        handle = self.handle(study_id)
+        table = self._store.trial_table(handle.id)
+        return analyse_table(handle.id, handle.name, handle.spec, table, self.curves)
 
     def state(self, study_id: int) -> StudyState:
         """The study's state: CANCELLED is stored (a person's decision); FINISHED is derived

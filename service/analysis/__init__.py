@@ -16,8 +16,9 @@ The pipeline, one module each::
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from optuna.trial import FrozenTrial
@@ -29,9 +30,10 @@ from service.analysis.estimands import estimate
 from service.analysis.findings import findings
 from service.analysis.stable import stable_ranges
 from service.analysis.statement import statement
-from service.analysis.summary import arm_analysis, pair_analysis
+from service.analysis.summary import arm_analysis, curve_trials, pair_analysis
+from service.store import TrialTable
 
-__all__ = ["analyse"]
+__all__ = ["Curves", "analyse", "analyse_table"]
 
 Role = Literal["subject", "negative", "contrast"]
 
@@ -43,25 +45,57 @@ FREE_SEARCH = (
 )
 
 
+Curves = Callable[[list[int]], Mapping[int, Mapping[int, float]]]
+"""Reads the learning curves (value by step) of the trials with these storage ids."""
+
+
 def analyse(study_id: int, name: str, spec: StudySpec, trials: Sequence[FrozenTrial]) -> Analysis:
-    """Analyse ``trials`` of the study ``spec``. Deterministic: the bootstrap is seeded."""
+    """Analyse Optuna's ``trials`` of the study ``spec`` (their curves included)."""
+    # Each trial named by its position: trials built in memory (``optuna.trial.create_trial``)
+    # have no storage id.
+    table = dataclasses.replace(TrialTable.of(trials), trial_ids=list(range(len(trials))))
+    return analyse_table(
+        study_id, name, spec, table, lambda rows: {i: trials[i].intermediate_values for i in rows}
+    )
+
+
+def analyse_table(
+    study_id: int, name: str, spec: StudySpec, table: TrialTable, curves: Curves
+) -> Analysis:
+    """Analyse the study's trials as ``Store.trial_table`` reads them; ``curves`` reads the
+    few learning curves the analysis shows (``Store.curves``). Deterministic: the bootstrap
+    is seeded."""
     start = time.perf_counter()
-    analysis = analyse_outcomes(study_id, name, spec, cells.build(spec, trials))
+    analysis = analyse_outcomes(study_id, name, spec, cells.build(spec, table), curves)
     analysis.seconds = time.perf_counter() - start
     return analysis
 
 
 def analyse_outcomes(
-    study_id: int, name: str, spec: StudySpec, outcomes: list[cells.Outcomes]
+    study_id: int,
+    name: str,
+    spec: StudySpec,
+    outcomes: list[cells.Outcomes],
+    curves: Curves | None = None,
 ) -> Analysis:
-    """The analysis of outcome arrays (one per workload of ``spec``, subject first)."""
+    """The analysis of outcome arrays (one per workload of ``spec``, subject first); the
+    curves it shows come from ``curves`` (none without it)."""
     seeds = len(spec.seeds)
     grid = spec.sampler.type == "grid"
     roles: list[Role] = ["subject", *(c.role for c in spec.controls)]
+    estimated = [
+        (
+            o,
+            estimate(o) if grid else None,
+            stable_ranges(o, spec.analysis.bootstrap) if grid else None,
+        )
+        for o in outcomes
+    ]
+    # The curves shown, every workload's, in one read.
+    wanted = [i for o in outcomes for a in range(len(o.arms)) for i in curve_trials(o, a)]
+    shown = curves(wanted) if curves is not None and wanted else {}
     measured = []
-    for workload_outcomes, role in zip(outcomes, roles, strict=True):
-        estimates = estimate(workload_outcomes) if grid else None
-        ranges = stable_ranges(workload_outcomes, spec.analysis.bootstrap) if grid else None
+    for (workload_outcomes, estimates, ranges), role in zip(estimated, roles, strict=True):
         workload = WorkloadAnalysis(
             label=workload_outcomes.label,
             role=role,
@@ -69,7 +103,7 @@ def analyse_outcomes(
             chance_loss=workload_outcomes.chance,
             counts=workload_outcomes.counts,
             arms=[
-                arm_analysis(workload_outcomes, a, estimates, ranges)
+                arm_analysis(workload_outcomes, a, estimates, ranges, shown)
                 for a in range(len(workload_outcomes.arms))
             ],
             pairs=[]

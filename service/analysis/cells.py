@@ -1,8 +1,9 @@
 """The outcome array: every (arm, lr, warmup, seed) result of one workload, failures included.
 
 Arms, warmup labels and outcomes are defined in ``api_schemas.analysis``. This module reads
-Optuna's trials once (one Python pass, unavoidable: each trial's attributes are a dict) into
-flat numpy arrays, then scatters them into ``loss[arm, lr, warmup, seed]``. Trials that land in
+the study's trials (``Store.trial_table``'s columns, or Optuna's trials) once, in one Python
+pass of a few dict look-ups a trial (each trial's seeds are a list of dicts), into flat lists,
+then scatters them into ``loss[arm, lr, warmup, seed]`` with numpy. Trials that land in
 the same cell (free search, or a grid naming the same warmup twice) are averaged seed by seed.
 """
 
@@ -25,6 +26,7 @@ from api_schemas.search_space import values_of
 from api_schemas.trials import MAX_LOSS
 from api_schemas.workloads import chance_loss as workload_chance_loss
 from service import trials as tv
+from service.store import TrialTable
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -70,8 +72,11 @@ class Outcomes:
     failures: Ints
     """(arm, lr, warmup): failed seed runs among them."""
     cell_trial: Ints
-    """(arm, lr, warmup): index into ``trials`` of the cell's last counted trial, or -1."""
-    trials: list[FrozenTrial]
+    """(arm, lr, warmup): the cell's last counted trial (an index into ``trial_ids``), or -1."""
+    trial_ids: Ints
+    """The storage ids of the counted trials, in the order read (for their curves)."""
+    numbers: Ints
+    """Their numbers in the study."""
     counts: OutcomeCounts
 
     @property
@@ -144,45 +149,88 @@ class _Rows:
     loss: list[list[float]] = field(default_factory=list)
     failed: list[list[bool]] = field(default_factory=list)
     index: list[int] = field(default_factory=list)
+    """Each counted trial's row in the table read."""
     counts: Counter[str] = field(default_factory=Counter)
     failed_kinds: Counter[str] = field(default_factory=Counter)
 
 
-def _read(trial: FrozenTrial, seeds: list[int], rows: _Rows, arm_names: list[str]) -> None:
-    """Count one trial into ``rows`` (or only its state, if it is not counted)."""
-    if trial.state in (OptunaState.WAITING, OptunaState.RUNNING):
-        rows.counts["pending"] += 1
-        return
-    if trial.state == OptunaState.FAIL and tv.is_retried(trial):
-        rows.counts["superseded"] += 1
-        return
-    params = trial.params
-    if "optimizer" not in params or "lr" not in params:
-        # Failed before its parameters were drawn: a failure, but of no cell.
-        failure = trial.user_attrs.get(tv.ATTR_FAILURE) or {}
-        rows.failed_kinds[str(failure.get("kind", "unknown"))] += 1
-        return
-    by_seed = {int(s["seed"]): s for s in trial.user_attrs.get(tv.ATTR_SEEDS, [])}
-    if trial.state == OptunaState.COMPLETE:
-        rows.counts["completed"] += 1
-        loss = [float(by_seed[s]["loss"]) if s in by_seed else math.nan for s in seeds]
-        failed = [s not in by_seed or bool(by_seed[s]["diverged"]) for s in seeds]
-        rows.counts["diverged"] += sum(bool(by_seed[s]["diverged"]) for s in seeds if s in by_seed)
-    else:  # pruned, or failed for good: every seed is a failure at the chance loss
-        if trial.state == OptunaState.PRUNED:
-            rows.counts["pruned"] += 1
-        else:
-            failure = trial.user_attrs.get(tv.ATTR_FAILURE) or {}
+class _Reader:
+    """Counts trials into rows: one pass over the table, a few dict look-ups a trial. An arm
+    and a warmup label are made once per distinct setting, not once per trial."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.seeds = spec.seeds
+        self.arm_names = arm_params(spec)
+        self._arms: dict[tuple[Any, ...], Arm] = {}
+        self._warmups: dict[tuple[Any, ...], str] = {}
+
+    def arm(self, params: Mapping[str, Any]) -> Arm:
+        settings = tuple((n, params[n]) for n in self.arm_names if n in params)
+        key = (_typed(params.get("optimizer")), *((n, _typed(v)) for n, v in settings))
+        arm = self._arms.get(key)
+        if arm is None:
+            arm = self._arms[key] = Arm(str(params.get("optimizer")), settings)
+        return arm
+
+    def warmup(self, params: Mapping[str, Any]) -> str:
+        key = tuple(_typed(params.get(n)) for n in WARMUP_PARAMS)
+        label = self._warmups.get(key)
+        if label is None:
+            label = self._warmups[key] = warmup_label(params)
+        return label
+
+    def read(
+        self,
+        state: OptunaState,
+        params: Mapping[str, Any],
+        attrs: Mapping[str, Any],
+        row: int,
+        rows: _Rows,
+    ) -> None:
+        """Count one trial into ``rows`` (or only its state, if it is not counted)."""
+        if state in (OptunaState.WAITING, OptunaState.RUNNING):
+            rows.counts["pending"] += 1
+            return
+        if state == OptunaState.FAIL and attrs.get(tv.ATTR_RETRIED):
+            rows.counts["superseded"] += 1
+            return
+        if "optimizer" not in params or "lr" not in params:
+            # Failed before its parameters were drawn: a failure, but of no cell.
+            failure = attrs.get(tv.ATTR_FAILURE) or {}
             rows.failed_kinds[str(failure.get("kind", "unknown"))] += 1
-        loss = [math.nan] * len(seeds)
-        failed = [True] * len(seeds)
-    settings = tuple((n, params[n]) for n in arm_names if n in params)
-    rows.arms.append(Arm(str(params.get("optimizer")), settings))
-    rows.lrs.append(float(params["lr"]))
-    rows.warmups.append(warmup_label(params))
-    rows.loss.append(loss)
-    rows.failed.append(failed)
-    rows.index.append(len(rows.index))
+            return
+        seeds = self.seeds
+        by_seed = {int(s["seed"]): s for s in attrs.get(tv.ATTR_SEEDS, [])}
+        if state == OptunaState.COMPLETE:
+            rows.counts["completed"] += 1
+            loss = [float(by_seed[s]["loss"]) if s in by_seed else math.nan for s in seeds]
+            failed = [s not in by_seed or bool(by_seed[s]["diverged"]) for s in seeds]
+            rows.counts["diverged"] += sum(
+                bool(by_seed[s]["diverged"]) for s in seeds if s in by_seed
+            )
+        else:  # pruned, or failed for good: every seed is a failure at the chance loss
+            if state == OptunaState.PRUNED:
+                rows.counts["pruned"] += 1
+            else:
+                failure = attrs.get(tv.ATTR_FAILURE) or {}
+                rows.failed_kinds[str(failure.get("kind", "unknown"))] += 1
+            loss = [math.nan] * len(seeds)
+            failed = [True] * len(seeds)
+        rows.arms.append(self.arm(params))
+        rows.lrs.append(float(params["lr"]))
+        rows.warmups.append(self.warmup(params))
+        rows.loss.append(loss)
+        rows.failed.append(failed)
+        rows.index.append(row)
+
+
+WARMUP_PARAMS = ("optimizer", "warmup_steps", "warmup_schedule")
+"""The parameters ``warmup_label`` reads."""
+
+
+def _typed(value: Any) -> tuple[type, Any]:
+    """A dict key that tells 1, 1.0 and True apart (equal in Python, not as settings)."""
+    return type(value), value
 
 
 def _arm_order(spec: StudySpec, arm: Arm) -> tuple[int, ...]:
@@ -193,27 +241,24 @@ def _arm_order(spec: StudySpec, arm: Arm) -> tuple[int, ...]:
     return (rank("optimizer", arm.optimizer), *(rank(n, v) for n, v in arm.settings))
 
 
-def build(spec: StudySpec, trials: Sequence[FrozenTrial]) -> list[Outcomes]:
-    """The outcome array of every workload of ``spec``, subject first, from its trials."""
-    arm_names = arm_params(spec)
+def build(spec: StudySpec, trials: TrialTable | Sequence[FrozenTrial]) -> list[Outcomes]:
+    """The outcome array of every workload of ``spec``, subject first, from its trials (as
+    ``Store.trial_table`` reads them, or as Optuna's trials)."""
+    table = trials if isinstance(trials, TrialTable) else TrialTable.of(trials)
+    reader = _Reader(spec)
     labels = list(spec.workloads)
     rows = {label: _Rows() for label in labels}
-    kept: dict[str, list[FrozenTrial]] = {label: [] for label in labels}
-    for trial in trials:
-        # A waiting trial's parameters are still Optuna's "fixed_params" of the enqueued cell.
-        waiting = trial.state == OptunaState.WAITING
-        params = trial.system_attrs.get("fixed_params", {}) if waiting else trial.params
-        label = str(params.get(WORKLOAD_PARAM, labels[0]))
-        if label not in rows:
-            continue
-        before = len(rows[label].index)
-        _read(trial, spec.seeds, rows[label], arm_names)
-        if len(rows[label].index) > before:
-            kept[label].append(trial)
-    return [_scatter(spec, label, rows[label], kept[label]) for label in labels]
+    for i, (state, params, attrs) in enumerate(
+        zip(table.states, table.params, table.attrs, strict=True)
+    ):
+        # A waiting trial's parameters are the fixed ones of its queued cell (``TrialTable``).
+        workload_rows = rows.get(str(params.get(WORKLOAD_PARAM, labels[0])))
+        if workload_rows is not None:
+            reader.read(state, params, attrs, i, workload_rows)
+    return [_scatter(spec, label, rows[label], table) for label in labels]
 
 
-def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]) -> Outcomes:
+def _scatter(spec: StudySpec, label: str, rows: _Rows, table: TrialTable) -> Outcomes:
     workload = spec.workload_for(label)
     seeds = len(spec.seeds)
     loss = np.asarray(rows.loss, dtype=np.float64).reshape(-1, seeds)
@@ -227,9 +272,11 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
     lr_keys = _lr_key(spec, np.asarray(rows.lrs, dtype=np.float64))
     lrs = np.unique(lr_keys)
     warmups = sorted(set(rows.warmups), key=_warmup_order)
-    a = np.asarray([arms.index(arm) for arm in rows.arms], dtype=np.int64)
+    arm_index = {arm: i for i, arm in enumerate(arms)}
+    warmup_index = {w: i for i, w in enumerate(warmups)}
+    a = np.asarray([arm_index[arm] for arm in rows.arms], dtype=np.int64)
     li = np.searchsorted(lrs, lr_keys).astype(np.int64)
-    wi = np.asarray([warmups.index(w) for w in rows.warmups], dtype=np.int64)
+    wi = np.asarray([warmup_index[w] for w in rows.warmups], dtype=np.int64)
 
     shape = (len(arms), len(lrs), len(warmups))
     n = np.zeros(shape, dtype=np.int64)
@@ -241,7 +288,7 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
     fails = np.zeros(shape, dtype=np.int64)
     np.add.at(fails, (a, li, wi), failed.sum(axis=1))
     cell_trial = np.full(shape, -1, dtype=np.int64)
-    cell_trial[a, li, wi] = np.asarray(rows.index, dtype=np.int64)
+    cell_trial[a, li, wi] = np.arange(len(rows.index), dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / n[..., None]
 
@@ -269,6 +316,7 @@ def _scatter(spec: StudySpec, label: str, rows: _Rows, trials: list[FrozenTrial]
         runs=n * seeds,
         failures=fails,
         cell_trial=cell_trial,
-        trials=trials,
+        trial_ids=np.asarray([table.trial_ids[i] for i in rows.index], dtype=np.int64),
+        numbers=np.asarray([table.numbers[i] for i in rows.index], dtype=np.int64),
         counts=counts,
     )

@@ -31,6 +31,8 @@ from service.analysis.cells import Floats, Outcomes
 Ints = npt.NDArray[np.int64]
 
 
+BLOCK = 1 << 15
+"""Bootstrap rates per block of ``_lr50_over_warmups`` (256 KB)."""
 TIE = 1e-12
 """Rounding slack when a pooled failure rate is exactly 1/2."""
 
@@ -109,9 +111,10 @@ def stable_ranges(outcomes: Outcomes, resamples: int, seed: int = 0) -> StableRa
     weights = counts / seeds  # (B, seeds)
     ran = np.asarray(~np.isnan(runs).any(axis=-1), dtype=bool)  # (arms, lrs, warmups)
     point = np.where(ran, np.nan_to_num(runs).mean(axis=-1), np.nan)
-    # (arms, lrs, warmups, seeds) @ (seeds, B): BLAS, then the resamples in front.
+    # (arms, lrs, warmups, seeds) @ (seeds, B): BLAS, then the resamples in front. Cells not
+    # run hold 0 here, not NaN: no curve reads them (``_lr50_over_warmups`` keeps the lrs
+    # run), and masking 100 million values (100,000 trials) took as long as the product.
     boot = np.moveaxis(np.nan_to_num(runs) @ weights.T, -1, 0)
-    boot = np.where(ran, boot, np.nan)
     point_50 = _lr50_over_warmups(point, log_lrs, ran)
     boot_50 = _lr50_over_warmups(boot, log_lrs, ran)
     w0 = outcomes.w0
@@ -142,5 +145,11 @@ def _lr50_over_warmups(rates: Floats, log_lrs: Floats, ran: npt.NDArray[np.bool_
     for a, w in np.ndindex(complete.shape[:2]):
         keep = complete[a, w]
         if keep.sum() >= 2:
-            out[..., a, w] = lr50(curves[..., a, w, :][..., keep], log_lrs[keep])
+            curve = curves[..., a, w, :]
+            # Resamples a block at a time (each row's arithmetic is its own): at 1,250 lrs a
+            # whole curve's resamples are 10 MB, a block stays in cache.
+            rows = max(1, BLOCK // keep.size)
+            for first in range(0, curve.shape[0] if curve.ndim > 1 else 1, rows):
+                part = (slice(first, first + rows),) if curve.ndim > 1 else ()
+                out[(*part, a, w)] = lr50(curve[part][..., keep], log_lrs[keep])
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -48,23 +49,43 @@ def _spread(values: Floats, axis: int) -> Floats:
     return np.where(enough, high - low, np.nan)
 
 
-def _curves(outcomes: Outcomes, arm: int, lr: int) -> list[LearningCurve]:
+def curve_lr(outcomes: Outcomes, arm: int) -> int | None:
+    """The lr whose learning curves ``arm`` shows: where warmup changes the final loss most,
+    which shows what it does; else the best lr's. None when the arm has no cell run."""
+    mean = outcomes.loss[arm].mean(axis=-1)  # (lr, warmup); NaN where not run
+    flat = _argmin(mean.ravel())
+    best_l = None if flat is None else flat // mean.shape[1]
+    by_lr = _spread(mean, axis=1)
+    widest = _argmin(-by_lr)
+    return widest if widest is not None and by_lr[widest] > 0 else best_l
+
+
+def curve_trials(outcomes: Outcomes, arm: int) -> list[int]:
+    """The storage ids of the trials whose curves ``arm`` shows (one per warmup run)."""
+    lr = curve_lr(outcomes, arm)
+    if lr is None:
+        return []
+    return [int(outcomes.trial_ids[i]) for i in outcomes.cell_trial[arm, lr] if i >= 0]
+
+
+def _curves(
+    outcomes: Outcomes, arm: int, lr: int, shown: Mapping[int, Mapping[int, float]]
+) -> list[LearningCurve]:
     curves = []
     for w, warmup in enumerate(outcomes.warmups):
         index = int(outcomes.cell_trial[arm, lr, w])
         if index < 0:
             continue
-        trial = outcomes.trials[index]
         # Only finite values within the edge's bounds (older databases may hold others).
         values = {
             s: float(v)
-            for s, v in trial.intermediate_values.items()
+            for s, v in shown.get(int(outcomes.trial_ids[index]), {}).items()
             if math.isfinite(v) and abs(v) <= MAX_LOSS
         }
         steps = sorted(values)
         curves.append(
             LearningCurve(
-                trial_number=trial.number,
+                trial_number=int(outcomes.numbers[index]),
                 lr=float(outcomes.lrs[lr]),
                 warmup=warmup,
                 steps=steps,
@@ -103,8 +124,10 @@ def arm_analysis(
     arm: int,
     estimates: Estimates | None,
     ranges: StableRanges | None,
+    curves: Mapping[int, Mapping[int, float]],
 ) -> ArmAnalysis:
-    """Everything the analysis reports about ``arm`` of ``outcomes`` (see ArmAnalysis)."""
+    """Everything the analysis reports about ``arm`` of ``outcomes`` (see ArmAnalysis);
+    ``curves`` holds the learning curves of the trials ``curve_trials`` names, by trial id."""
     spec_arm = outcomes.arms[arm]
     mean = outcomes.loss[arm].mean(axis=-1)  # (lr, warmup); NaN where not run
     w0 = outcomes.w0
@@ -118,10 +141,7 @@ def arm_analysis(
             wilson(0, 0) if w is None else wilson(int(failures[:, w].sum()), int(runs[:, w].sum()))
         )
 
-    by_lr = _spread(mean, axis=1)
-    # Curves where warmup changes the final loss most show what it does; else the best lr's.
-    widest = _argmin(-by_lr)
-    curve_lr = widest if widest is not None and by_lr[widest] > 0 else best_l
+    shown_lr = curve_lr(outcomes, arm)
     stable: list[StableRange] = []
     gain, gain_warmup = None, None
     if ranges is not None:
@@ -164,7 +184,7 @@ def arm_analysis(
             failures=failures.tolist(),
             runs=runs.tolist(),
         ),
-        curves=[] if curve_lr is None else _curves(outcomes, arm, curve_lr),
+        curves=[] if shown_lr is None else _curves(outcomes, arm, shown_lr, curves),
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from api_schemas import StudySpec
 from service.errors import RefusedValue
 from service.sampling import sample
-from service.store import Lease, Store, trial_id_of
+from service.store import Lease, Store, TrialTable, trial_id_of
 from tests.service.conftest import study_spec
 
 pytestmark = pytest.mark.backends
@@ -375,3 +375,32 @@ def test_a_studys_trials_read_in_bulk_are_what_optunas_get_trials_gives(store: S
     assert [t.number for t in bulk] == [0, 1, 2, 3, 4]
     for ours, theirs in zip(bulk, expected, strict=True):
         assert repr(ours) == repr(theirs)  # NaN != NaN: compare what they hold, as text
+
+
+def test_the_analysis_reads_of_a_study_are_what_optunas_get_trials_gives(store: Store) -> None:
+    """``trial_table`` (what the analysis needs of each trial: queued ones' cells, the seeds,
+    the failure, the retried mark) and ``curves`` (by trial id) read in SQL what Optuna's own
+    trials hold."""
+    study_id, study = new_study(store)
+    ids = [start(store, study_id, study, worker_id=f"w:{i}", attempt=1) for i in range(4)]
+    seeds = [{"seed": 0, "loss": 0.5, "diverged": False, "steps": 10}]
+    failure = {"kind": "error", "message": "boom"}
+    with store.transaction(serial=True, study_id=study_id) as session:
+        store.record_intermediate_value(session, ids[0], 5, 0.75)
+        for step, loss in ((5, 1.5), (10, float("inf")), (15, float("nan"))):
+            store.record_intermediate_value(session, ids[1], step, loss)
+        done = {"seeds": seeds, "worker_id": "w:0", "wall_time_s": 1.0}
+        store.finish_trial(session, store.trial(ids[0], session), TrialState.COMPLETE, 0.5, done)
+        store.finish_trial(session, store.trial(ids[1], session), TrialState.PRUNED, 1.5, {})
+        failed = {"retried": True, "failure": failure}
+        store.finish_trial(session, store.trial(ids[2], session), TrialState.FAIL, None, failed)
+        store.enqueue(session, study_id, {"optimizer": "adam", "lr": 0.01}, {"attempt": 2})
+    expected = public_trials(store, study)
+    table = store.trial_table(study_id)
+    assert table == TrialTable.of(expected)
+    assert table.params[-1] == {"optimizer": "adam", "lr": 0.01}  # the queued cell
+    assert table.attrs[0] == {"seeds": seeds} and table.attrs[2] == failed
+    curves = store.curves([*ids, 10**9])
+    assert sorted(curves) == ids[:2]  # a trial without a curve (or unknown) is absent
+    by_id = {trial_id_of(t): t.intermediate_values for t in expected}
+    assert repr(curves) == repr({i: by_id[i] for i in ids[:2]})  # NaN: compare as text

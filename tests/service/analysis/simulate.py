@@ -105,7 +105,8 @@ def outcomes(
         runs=runs,
         failures=failed.sum(axis=-1).astype(np.int64),
         cell_trial=np.full((a, n_lr, w), -1, dtype=np.int64),
-        trials=[],
+        trial_ids=np.zeros(0, dtype=np.int64),
+        numbers=np.zeros(0, dtype=np.int64),
         counts=OutcomeCounts(
             trials=a * n_lr * w,
             completed=a * n_lr * w,
