@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import optuna
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
 
 from api_schemas.tokens import Scope
@@ -35,6 +36,14 @@ ROUTERS: list[tuple[APIRouter, Require | None]] = [
     (routes.health, None),  # public: load balancers and `hps up` probe it
     (dashboard.login, None),  # public: the form checks the token it is given
 ]
+
+
+TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 async def _reap(leases: Leases, interval_s: float) -> None:
@@ -97,6 +106,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utc_now) -> F
         summary="Hyperparameter search for optimizer studies: does RAdam remove warmup tuning?",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=None if settings.telemetry else TELEMETRY_OFF,
     )
     app.state.settings = settings
     app.state.store = store

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(
         default=65, ge=1, description="seconds an idle HTTP connection is kept open"
     )
+    # FastAPI's own OpenTelemetry spans and metrics look up the global providers on every
+    # request, configured or not: 8 % of the service's CPU at 1,000 workers (BENCHMARKS.md,
+    # "Scale"). Off unless asked for; then they go to the providers the process configures.
+    telemetry: bool = Field(
+        default=False, description="FastAPI's OpenTelemetry spans, metrics and logs"
+    )
     # Analyses and reports take seconds of CPU each; more at once would starve the leases.
     analysis_concurrency: int = Field(
         default=2, ge=1, le=64, description="analyses and reports computed at once (503 beyond)"
