@@ -243,6 +243,24 @@ def _frozen_trial(session: Session, trial_id: int) -> FrozenTrial:
         for objective, stored, kind in session.execute(sql.TRIAL_VALUES, key)
     }
     decode_step = optuna_models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+    parts = {
+        "params": params,
+        "distributions": distributions,
+        "values": objectives,
+        "user": {k: json.loads(v) for k, v in session.execute(sql.TRIAL_USER_ATTRS, key)},
+        "system": {k: json.loads(v) for k, v in session.execute(sql.TRIAL_SYSTEM_ATTRS, key)},
+        "steps": {
+            step: decode_step(stored, kind)
+            for step, stored, kind in session.execute(sql.TRIAL_STEPS, key)
+        },
+    }
+    return _frozen(row, parts)
+
+
+def _frozen(row: Any, parts: Mapping[str, Any]) -> FrozenTrial:
+    """A FrozenTrial from its ``trials`` row and its parts, read from Optuna's other tables:
+    params, distributions, values (by objective), user and system attributes, steps."""
+    objectives = parts["values"]
     return FrozenTrial(
         number=row.number,
         state=row.state,
@@ -250,14 +268,11 @@ def _frozen_trial(session: Session, trial_id: int) -> FrozenTrial:
         values=[objectives[i] for i in sorted(objectives)] if objectives else None,
         datetime_start=row.datetime_start,
         datetime_complete=row.datetime_complete,
-        params=params,
-        distributions=distributions,
-        user_attrs={k: json.loads(v) for k, v in session.execute(sql.TRIAL_USER_ATTRS, key)},
-        system_attrs={k: json.loads(v) for k, v in session.execute(sql.TRIAL_SYSTEM_ATTRS, key)},
-        intermediate_values={
-            step: decode_step(stored, kind)
-            for step, stored, kind in session.execute(sql.TRIAL_STEPS, key)
-        },
+        params=parts["params"],
+        distributions=parts["distributions"],
+        user_attrs=parts["user"],
+        system_attrs=parts["system"],
+        intermediate_values=parts["steps"],
         trial_id=row.trial_id,
     )
 
@@ -517,27 +532,7 @@ class Store:
         for trial_id, step, value in _decoded_steps(steps):
             if trial_id in by_id:
                 by_id[trial_id]["steps"][step] = value
-        trials = []
-        for r in rows:
-            parts = by_id[r.trial_id]
-            objectives = parts["values"]
-            trials.append(
-                FrozenTrial(
-                    number=r.number,
-                    state=r.state,
-                    value=None,
-                    values=[objectives[i] for i in sorted(objectives)] if objectives else None,
-                    datetime_start=r.datetime_start,
-                    datetime_complete=r.datetime_complete,
-                    params=parts["params"],
-                    distributions=parts["distributions"],
-                    user_attrs=parts["user"],
-                    system_attrs=parts["system"],
-                    intermediate_values=parts["steps"],
-                    trial_id=r.trial_id,
-                )
-            )
-        return trials
+        return [_frozen(r, by_id[r.trial_id]) for r in rows]
 
     def trial_table(self, study_id: int) -> TrialTable:
         """The study's trials as the analysis reads them (see ``TrialTable``): four set-based
