@@ -1,12 +1,12 @@
 """Kill the service (SIGKILL) before every write of a protocol step, then check what is left.
 
-For each step (a lease, a report, a completion, an expiry, a batch lease, a batch completion)
-and each k, the service is started armed to kill itself just before the k-th write event of
-that step's request (a statement, the commit, or the answer: tests/e2e/killable_service.py), on
-one database, until a k past the last write lets the request through. After every kill,
-straight from the database: no trial is RUNNING without a live lease (nothing would ever reap
-it). At the end a clean service and a hand-played worker finish every study, and every study
-reads FINISHED.
+For each step (a lease, a report, a completion, an expiry, a batch lease, a batch report, a
+batch completion) and each k, the service is started armed to kill itself just before the k-th
+write event of that step's request (a statement, the commit, or the answer:
+tests/e2e/killable_service.py), on one database, until a k past the last write lets the
+request through. After every kill, straight from the database: no trial is RUNNING without a
+live lease (nothing would ever reap it). At the end a clean service and a hand-played worker
+finish every study, and every study reads FINISHED.
 """
 
 from __future__ import annotations
@@ -214,6 +214,15 @@ def step_batch_lease(service: Killable) -> Any:
     return lambda: lease_batch(service)
 
 
+def step_batch_report(service: Killable) -> Any:
+    submit(service, n_trials=BATCH)
+    reports = [
+        {"trial_id": a["trial_id"], "lease_token": a["lease_token"], "step": 5, "value": 1.0}
+        for a in lease_batch(service)
+    ]
+    return lambda: service.worker().post("/v1/reports", json={"reports": reports})
+
+
 def step_batch_complete(service: Killable) -> Any:
     submit(service, n_trials=BATCH)
     results = [{"trial_id": a["trial_id"], **complete_body(a)} for a in lease_batch(service)]
@@ -234,6 +243,7 @@ STEPS = {
     "complete": ("/complete", "1", step_complete),
     "expiry": ("/v1/leases", "2", step_expiry),
     "batch_lease": ("/v1/lease-batches", "1", step_batch_lease),
+    "batch_report": ("/v1/reports", "1", step_batch_report),
     "batch_complete": ("/v1/completions", "1", step_batch_complete),
 }
 
