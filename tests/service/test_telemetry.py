@@ -7,6 +7,7 @@ per process, and a configured one would turn FastAPI's telemetry on for every la
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,12 @@ print(json.dumps(names))
 
 def spans(tmp_path: Path, telemetry: str) -> list[str]:
     url = f"sqlite:///{tmp_path / 'hps.db'}"
+    # Without the caller's HPS_* settings: an HPS_TELEMETRY there would decide the default case.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPS_")}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, url, telemetry],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
